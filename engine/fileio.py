@@ -1,0 +1,72 @@
+"""Writing files so that nothing is ever lost: atomic writes and fresh names, never an overwrite."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.errors import OutputExistsError
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Let `write` fill a temporary file beside `path`, then rename it into place.
+
+    A crash or an exception half-way leaves no partial file under the final name (the temporary
+    one is removed). Unless `overwrite`, an existing `path` is an `OutputExistsError`: callers pick a
+    fresh name first (`next_free_path`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; refusing to overwrite it")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        if not overwrite and path.exists():
+            raise OutputExistsError(f"{path} appeared while it was being written; refusing to overwrite it")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: Path, text: str, *, overwrite: bool = False) -> Path:
+    return atomic_write(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
+
+
+def next_free_path(path: Path) -> Path:
+    """`path` if it is free, else `stem-2.ext`, `stem-3.ext`, ... (the first free one)."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    n = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+        n += 1
+
+
+_RUN_DIR = re.compile(r"^run(\d+)$")
+
+
+def next_run_dir(parent: Path) -> Path:
+    """Create and return `parent/run<N>` with N one above the highest existing run folder."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in parent.iterdir() if (m := _RUN_DIR.match(p.name))]
+    n = max(taken, default=0) + 1
+    while True:
+        run_dir = parent / f"run{n}"
+        try:
+            run_dir.mkdir()  # atomic: two queues racing for the same N cannot both get it
+            return run_dir
+        except FileExistsError:
+            n += 1
