@@ -16,7 +16,7 @@ from engine.models.tokenizer import EOS_PAD, OPENCLIP_PAD, load_clip_tokenizer
 DEMO_SEED = 1234
 
 
-def _vae():
+def _vae(scaling_factor: float):
     from diffusers import AutoencoderKL
 
     # four blocks keep the real 8x downscale: 64 px images give 8x8 latents
@@ -30,6 +30,7 @@ def _vae():
         norm_num_groups=16,
         latent_channels=4,
         sample_size=64,
+        scaling_factor=scaling_factor,
     )
 
 
@@ -97,7 +98,8 @@ def build_tiny(family: ModelFamily = ModelFamily.SD1, seed: int = DEMO_SEED) -> 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = _unet(family)
-        vae = _vae()
+        # the real latent scales: SDXL's VAE uses 0.13025, SD1/SD2 0.18215
+        vae = _vae(0.13025 if family == ModelFamily.SDXL else 0.18215)
         if family == ModelFamily.SD1:
             encoders = [_text_encoder(32, "quick_gelu")]
             tokenizers = [load_clip_tokenizer(EOS_PAD)]

@@ -1,0 +1,145 @@
+"""The training set: scan the kohya folder layout, apply repeats and regularisation balancing.
+
+Layout (sd-scripts' "DreamBooth" style): the dataset folder holds sub-folders named
+`<repeats>_<name>`; each image in one is used `repeats` times per epoch, and an image without a
+caption file is captioned with `<name>`. Regularisation folders have the same layout.
+
+Everything here is plain Python (PIL for image sizes): no torch, so a queue can scan every dataset
+before the first run starts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import DatasetError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+_SUBSET_NAME = re.compile(r"^(\d+)_(.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    path: Path
+    caption_path: Path | None  # None: the folder's class name is the caption
+    class_caption: str
+    subset: str  # the sub-folder's name, as metadata (ss_dataset_dirs) knows it
+    repeats: int
+    is_reg: bool
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subset:
+    folder: Path
+    repeats: int
+    class_caption: str
+    images: tuple[ImageRecord, ...]
+    is_reg: bool
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Width and height from the file header; an unreadable image is a DatasetError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DatasetError(f"{path}: cannot read this image ({exc}); remove it or re-save it as PNG/JPEG") from None
+
+
+def scan_subsets(root: Path, caption_extension: str, *, is_reg: bool = False) -> list[Subset]:
+    """Every `<repeats>_<name>` folder under `root`, with its images. All problems at once."""
+    kind = "regularisation folder" if is_reg else "dataset folder"
+    field = "dataset.reg_img_folder" if is_reg else "dataset.img_folder"
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{field}: {root} is not a folder; give the parent of the <repeats>_<name> folders")
+    problems: list[str] = []
+    subsets: list[Subset] = []
+    children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose_images = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+    for child in children:
+        match = _SUBSET_NAME.match(child.name)
+        if not match or int(match.group(1)) < 1:
+            problems.append(
+                f"{child}: the folder name must start with the repeat count, like '10_{child.name}' "
+                "(each image is then used 10 times per epoch)"
+            )
+            continue
+        repeats, class_caption = int(match.group(1)), match.group(2).strip()
+        images = []
+        for path in sorted(p for p in child.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
+            try:
+                width, height = image_size(path)
+            except DatasetError as exc:
+                problems.append(str(exc))
+                continue
+            caption = path.with_suffix(caption_extension)
+            images.append(
+                ImageRecord(
+                    path=path,
+                    caption_path=caption if caption.is_file() else None,
+                    class_caption=class_caption,
+                    subset=child.name,
+                    repeats=repeats,
+                    is_reg=is_reg,
+                    width=width,
+                    height=height,
+                )
+            )
+        if not images:
+            problems.append(f"{child}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder; add some or remove it")
+            continue
+        subsets.append(Subset(child, repeats, class_caption, tuple(images), is_reg))
+    if not children and loose_images:
+        problems.append(
+            f"{root}: the images are directly in the {kind}; move them into a sub-folder named like "
+            f"'10_{root.name}' (10 = repeats per epoch) and select {root} again"
+        )
+    elif not subsets and not problems:
+        problems.append(f"{root}: empty {kind}; it needs sub-folders like '10_mycharacter' with images inside")
+    if problems:
+        from engine.errors import problems_message
+
+        raise DatasetError(problems_message(f"{field} {root}", problems))
+    return subsets
+
+
+def train_image_count(subsets: list[Subset]) -> int:
+    """sd-scripts' num_train_images: images x repeats, summed."""
+    return sum(s.repeats * len(s.images) for s in subsets)
+
+
+def balance_regularisation(train_count: int, reg_subsets: list[Subset]) -> list[tuple[ImageRecord, int]]:
+    """How many times each regularisation image is used per epoch, as sd-scripts balances them.
+
+    The first pass registers each reg image with its folder's repeats; further passes add one use
+    at a time, round robin, until the reg total reaches the training total. Reg images that are
+    not needed are dropped (sd-scripts warns about them; so do we, through the plan).
+    """
+    uses: dict[int, int] = {}
+    images = [img for s in reg_subsets for img in s.images]
+    if not images or train_count == 0:
+        return []
+    total = 0
+    first_pass = True
+    while total < train_count:
+        for idx, img in enumerate(images):
+            if total >= train_count:
+                break
+            step = img.repeats if first_pass else 1
+            uses[idx] = uses.get(idx, 0) + step
+            total += step
+        first_pass = False
+    return [(images[i], n) for i, n in sorted(uses.items())]
+
+
+def batches_per_epoch(bucket_counts: dict[tuple[int, int], int], batch_size: int) -> int:
+    """sd-scripts' len(train_dataloader): batches are drawn within one bucket."""
+    return sum(math.ceil(count / batch_size) for count in bucket_counts.values())

@@ -1,0 +1,90 @@
+"""How the engine talks to a front-end: a reporter it calls, and a stop flag the front-end sets.
+
+The engine never prints. It calls a `Reporter` (the terminal UI renders a rich progress bar; tests
+record the calls) and polls a `StopSignal` between steps (the UI sets it on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class StepStats:
+    step: int  # optimizer steps done so far (1-based after the first step)
+    total_steps: int
+    epoch: int  # 1-based
+    total_epochs: int
+    loss: float | None  # running mean of the recent losses; None between loss reads
+    lr: float
+
+
+@dataclass(slots=True)
+class RunResult:
+    run_dir: Path
+    status: str  # "done" | "interrupted" | "failed"
+    steps: int
+    total_steps: int
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class Reporter(Protocol):
+    def notice(self, message: str) -> None: ...
+
+    def phase(self, name: str) -> None: ...
+
+    def started(self, total_steps: int, total_epochs: int) -> None: ...
+
+    def step(self, stats: StepStats) -> None: ...
+
+    def saved(self, path: Path) -> None: ...
+
+    def finished(self, result: RunResult) -> None: ...
+
+
+class SilentReporter:
+    """Records what happened; used by tests and by non-main ranks."""
+
+    def __init__(self) -> None:
+        self.notices: list[str] = []
+        self.phases: list[str] = []
+        self.steps: list[StepStats] = []
+        self.saved_files: list[Path] = []
+        self.result: RunResult | None = None
+
+    def notice(self, message: str) -> None:
+        self.notices.append(message)
+
+    def phase(self, name: str) -> None:
+        self.phases.append(name)
+
+    def started(self, total_steps: int, total_epochs: int) -> None:
+        pass
+
+    def step(self, stats: StepStats) -> None:
+        self.steps.append(stats)
+
+    def saved(self, path: Path) -> None:
+        self.saved_files.append(path)
+
+    def finished(self, result: RunResult) -> None:
+        self.result = result
+
+
+class StopSignal:
+    """Set by the front-end (first Ctrl-C); the loop finishes the current step, saves, and stops."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def request(self) -> None:
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()

@@ -1,0 +1,54 @@
+"""Images to VAE latents: load, resize and crop to the image's bucket, encode (and cache).
+
+The VAE always runs in fp32: SD's VAEs overflow in fp16 (SDXL's notably), and it runs once per
+image when latents are cached, so its precision costs little.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.buckets import BucketChoice
+from engine.errors import DatasetError
+
+
+def load_image(path: Path, choice: BucketChoice, flip: bool, crop_left_top: tuple[int, int] | None = None) -> torch.Tensor:
+    """(3, h, w) float tensor in [-1, 1]: resized to cover the bucket, cropped, optionally mirrored."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != choice.resized:
+                img = img.resize(choice.resized, Image.Resampling.LANCZOS)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read this image ({exc}); remove it or re-save it") from None
+    left, top = crop_left_top if crop_left_top is not None else (choice.crop_left, choice.crop_top)
+    w, h = choice.bucket
+    img = img.crop((left, top, left + w, top + h))
+    array = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    return torch.flip(tensor, dims=[2]) if flip else tensor
+
+
+@torch.no_grad()
+def encode_images(vae, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Latents scaled by the VAE's factor, sampled from its distribution with our generator."""
+    dist = vae.encode(pixels.to(vae.device, torch.float32)).latent_dist
+    noise = torch.randn(dist.mean.shape, generator=generator, dtype=torch.float32).to(vae.device)
+    latents = dist.mean + dist.std * noise
+    return latents * vae.config.scaling_factor
+
+
+@dataclass
+class LatentCache:
+    """Latents of every (image, flip) pair the plan uses, kept on the CPU, keyed by path and flip."""
+
+    latents: dict[tuple[Path, bool], torch.Tensor]
+
+    def get(self, path: Path, flip: bool) -> torch.Tensor:
+        return self.latents[(path, flip)]
