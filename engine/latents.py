@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.buckets import BucketChoice
+from engine.buckets import Placement
 from engine.errors import DatasetError
 
 
-def load_image(path: Path, choice: BucketChoice, flip: bool, crop_left_top: tuple[int, int] | None = None) -> torch.Tensor:
+def load_image(path: Path, choice: Placement, flip: bool, crop_left_top: tuple[int, int] | None = None) -> torch.Tensor:
     """(3, h, w) float tensor in [-1, 1]: resized to cover the bucket, cropped, optionally mirrored."""
     from PIL import Image
 

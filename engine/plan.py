@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.buckets import BucketChoice, make_bucket_resolutions, select_bucket
+from engine.buckets import BucketChooser, Placement, select_bucket
 from engine.config import SAMPLE_DATASET, TrainConfig
 from engine.dataset import (
     ImageRecord,
@@ -30,7 +30,7 @@ from engine.lr_schedule import warmup_steps_from_ratio
 class TrainItem:
     record: ImageRecord
     uses: int  # times per epoch (repeats, or the balanced count for a reg image)
-    choice: BucketChoice  # bucket, resized size and crop of this image
+    choice: Placement  # bucket, resized size and (centre) crop of this image
 
     @property
     def bucket(self) -> tuple[int, int]:
@@ -69,23 +69,15 @@ def resolve_img_folder(value: str) -> Path:
     return Path(value).expanduser()
 
 
-def bucket_set(cfg: TrainConfig) -> list[tuple[int, int]] | None:
+def bucket_chooser(cfg: TrainConfig) -> BucketChooser:
     ds = cfg.dataset
-    if not ds.enable_bucket or ds.bucket_no_upscale:
-        return None  # no predefined set: one fixed size, or sizes derived from each image
-    return make_bucket_resolutions(ds.width_height, ds.min_bucket_reso, ds.max_bucket_reso, ds.bucket_reso_steps)
-
-
-def choose_bucket(record: ImageRecord, cfg: TrainConfig, buckets: list[tuple[int, int]] | None) -> BucketChoice:
-    ds = cfg.dataset
-    return select_bucket(
-        record.width,
-        record.height,
-        resolution=ds.width_height,
+    return BucketChooser.for_settings(
+        ds.width_height,
         enable_bucket=ds.enable_bucket,
         no_upscale=ds.bucket_no_upscale,
-        buckets=buckets,
-        steps=ds.bucket_reso_steps,
+        min_size=ds.min_bucket_reso,
+        max_size=ds.max_bucket_reso,
+        reso_steps=ds.bucket_reso_steps,
     )
 
 
@@ -98,9 +90,9 @@ def make_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
     reg_uses = balance_regularisation(num_train, reg_subsets)
     all_reg = sum(len(s.images) for s in reg_subsets)
 
-    buckets = bucket_set(cfg)
-    items = [TrainItem(img, s.repeats, choose_bucket(img, cfg, buckets)) for s in subsets for img in s.images]
-    items += [TrainItem(img, uses, choose_bucket(img, cfg, buckets)) for img, uses in reg_uses]
+    chooser = bucket_chooser(cfg)
+    items = [TrainItem(img, s.repeats, select_bucket(chooser, img.width, img.height)) for s in subsets for img in s.images]
+    items += [TrainItem(img, uses, select_bucket(chooser, img.width, img.height)) for img, uses in reg_uses]
     counts: Counter[tuple[int, int]] = Counter()
     for item in items:
         counts[item.bucket] += item.uses
@@ -129,7 +121,6 @@ def make_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
         total_steps=total,
-        # sd-scripts sizes the LR schedule by steps x processes (each process steps it)
         warmup_steps=warmup_steps_from_ratio(cfg.optim.lr_warmup_ratio, total),
     )
 

@@ -1,0 +1,282 @@
+"""Everything a run sets up once before its first step: devices, model, latents, LoRA, optimizer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import MixedPrecision, TrainConfig, TrainOn
+from engine.errors import ConfigError
+from engine.events import Reporter
+from engine.latents import LatentCache, encode_images, load_image
+from engine.plan import make_plan
+
+
+def quiet_heavy_imports() -> None:
+    """Offline and quiet before diffusers/transformers load (OFFLINE.md §2, §5)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+@dataclass
+class Session:
+    """What the loop works with, set up once per run."""
+
+    cfg: TrainConfig
+    plan: Any
+    run_dir: Path
+    accelerator: Any
+    components: Any
+    network: Any
+    optimizer: Any
+    scheduler: Any
+    latents: LatentCache | None
+    alphas_cumprod: torch.Tensor
+    weight_dtype: torch.dtype
+    train_unet: bool
+    train_text_encoder: bool
+    captions: dict[Path, str]
+    metadata: dict[str, str]
+    reporter: Reporter
+    extra_files: list[Path] = field(default_factory=list)
+
+    @property
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.network.parameters() if p.requires_grad]
+
+    def batch_loss(self, batch, epoch: int, index: int) -> torch.Tensor:
+        from engine.step import batch_loss
+
+        return batch_loss(self, batch, epoch, index)
+
+    def save(self, epoch: int, step: int, suffix: str | None) -> list[Path]:
+        from engine.saving import save_lora
+
+        if not self.accelerator.is_main_process:
+            return []
+        path = save_lora(self, self.run_dir, epoch, step, suffix)
+        self.reporter.saved(path)
+        return [path]
+
+    def release(self) -> None:
+        """Drop the model and optimizer so the next run of a queue starts with free memory."""
+        self.accelerator.unwrap_model(self.network).remove()
+        self.components = self.network = self.optimizer = self.scheduler = self.latents = None
+
+
+def make_accelerator(cfg: TrainConfig, reporter: Reporter):
+    from accelerate import Accelerator
+
+    precision = cfg.optim.mixed_precision
+    if not torch.cuda.is_available():
+        if precision != MixedPrecision.NO:
+            reporter.notice(
+                f"no GPU: training in fp32 on the CPU (optim.mixed_precision={precision.value} applies on a GPU)"
+            )
+        if cfg.optim.full_fp16 or cfg.optim.full_bf16:
+            raise ConfigError("optim.full_fp16/full_bf16 need a GPU; turn them off for a CPU run")
+        precision = MixedPrecision.NO
+    return Accelerator(
+        mixed_precision=precision.value,
+        gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
+        cpu=not torch.cuda.is_available(),
+    )
+
+
+def weight_dtype_for(precision: str) -> torch.dtype:
+    """Frozen base weights are stored in the autocast dtype; the LoRA's own weights stay fp32."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+
+
+def derive_generator(*parts: object) -> torch.Generator:
+    """A CPU generator seeded from the parts (seed, purpose, step, ...): stable across runs."""
+    import hashlib
+
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter) -> LatentCache:
+    """Encode each image the plan uses once (twice with flip_aug), in VAE batches."""
+    reporter.phase("caching latents")
+    wanted = [(item, flip) for item in plan.items for flip in ((False, True) if cfg.dataset.flip_aug else (False,))]
+    latents: dict = {}
+    size = cfg.dataset.vae_batch_size
+    # batch only images of the same bucket: they share one tensor shape
+    by_bucket: dict = {}
+    for item, flip in wanted:
+        by_bucket.setdefault(item.bucket, []).append((item, flip))
+    for bucket in sorted(by_bucket):
+        group = by_bucket[bucket]
+        for start in range(0, len(group), size):
+            chunk = group[start : start + size]
+            pixels = torch.stack([load_image(item.record.path, item.choice, flip) for item, flip in chunk])
+            keys = [(item.record.path, flip) for item, flip in chunk]
+            generator = derive_generator(cfg.training.seed, "latents", *[f"{p}|{f}" for p, f in keys])
+            encoded = encode_images(vae, pixels, generator).cpu()
+            for key, latent in zip(keys, encoded):
+                latents[key] = latent
+    return LatentCache(latents)
+
+
+def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
+    from engine.lr_schedule import make_lambda_scheduler
+    from engine.models.loading import load_base_model
+    from engine.network.inject import create_network
+    from engine.noise import ddpm_alphas_cumprod
+    from engine.metadata import RunFacts, network_args, training_metadata
+    from engine.optim import build_optimizer, describe_optimizer
+    from engine.saving import write_tag_file
+
+    acc = make_accelerator(cfg, reporter)
+    plan = make_plan(cfg, acc.num_processes)
+    started_at = time.time()
+    torch.manual_seed(cfg.training.seed)
+    captions = read_captions(plan)
+
+    reporter.phase("loading model")
+    model = load_base_model(
+        cfg.model.base_model, cfg.model.family, vae=cfg.model.vae, v_parameterization=cfg.model.v_parameterization
+    )
+    for note in model.notes:
+        reporter.notice(note)
+    _check_family_rules(cfg, model, reporter)
+    weight_dtype = weight_dtype_for(acc.mixed_precision)
+    device = acc.device
+
+    train_unet = cfg.network.train_on != TrainOn.TEXT_ONLY
+    train_te = cfg.network.train_on != TrainOn.UNET_ONLY
+    for module in (model.unet, model.vae, *model.text_encoders):
+        module.requires_grad_(False)
+        module.eval()
+    model.vae.to(device, dtype=torch.float32)
+
+    latents = None
+    if cfg.dataset.cache_latents:
+        latents = cache_all_latents(cfg, plan, model.vae, reporter)
+        model.vae.to("cpu")
+
+    model.unet.to(device, dtype=weight_dtype)
+    for encoder in model.text_encoders:
+        encoder.to(device, dtype=weight_dtype)
+    _set_attention(cfg, model.unet, reporter)
+    if cfg.optim.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+        for encoder in model.text_encoders:
+            encoder.gradient_checkpointing_enable()
+
+    network = create_network(model, cfg.network, train_unet=train_unet, train_text_encoder=train_te)
+    network.apply()
+    if cfg.network.network_weights:
+        network.load_weights(cfg.network.network_weights)
+        reporter.notice(f"started from the weights of {cfg.network.network_weights}")
+    network.to(device, dtype=torch.float32)
+
+    lr = cfg.optim.learning_rate
+    groups = network.param_groups(unet_lr=cfg.optim.unet_lr or lr, text_encoder_lr=cfg.optim.text_encoder_lr or lr)
+    optimizer = build_optimizer(cfg.optim.optimizer, groups, cfg.optim.optimizer_args)
+    scheduler = make_lambda_scheduler(
+        optimizer,
+        scheduler=cfg.optim.lr_scheduler,
+        total_steps=plan.total_steps,
+        warmup_steps=plan.warmup_steps,
+        num_cycles=cfg.optim.lr_scheduler_num_cycles,
+        power=cfg.optim.lr_scheduler_power,
+    )
+    network, optimizer, scheduler = acc.prepare(network, optimizer, scheduler)
+    alphas = ddpm_alphas_cumprod(zero_terminal_snr=cfg.training.zero_terminal_snr).to(device)
+
+    facts = RunFacts(
+        family=model.family,
+        session_id=random.Random(f"session:{started_at}").randint(0, 2**32),
+        started_at=started_at,
+        optimizer=describe_optimizer(optimizer, cfg.optim.optimizer, cfg.optim.optimizer_args),
+        tag_frequency=tag_frequency(plan, captions),
+        network_args=network_args(cfg),
+    )
+    extra_files = []
+    if acc.is_main_process:
+        tag_file = write_tag_file(cfg, captions, run_dir)
+        extra_files = [tag_file] if tag_file else []
+    return Session(
+        cfg=cfg,
+        plan=plan,
+        run_dir=run_dir,
+        accelerator=acc,
+        components=model,
+        network=network,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        latents=latents,
+        alphas_cumprod=alphas,
+        weight_dtype=weight_dtype,
+        train_unet=train_unet,
+        train_text_encoder=train_te,
+        captions=captions,
+        metadata=training_metadata(cfg, plan, facts),
+        reporter=reporter,
+        extra_files=extra_files,
+    )
+
+
+def read_captions(plan) -> dict[Path, str]:
+    """Each image's caption text: its caption file, else its folder's class name."""
+    from engine.captions import read_caption
+
+    return {
+        item.record.path: read_caption(item.record.caption_path) if item.record.caption_path else item.record.class_caption
+        for item in plan.items
+    }
+
+
+def tag_frequency(plan, captions: dict[Path, str]) -> dict[str, dict[str, int]]:
+    """ss_tag_frequency: per training folder, how many captions hold each tag."""
+    from engine.captions import count_tags
+
+    by_folder: dict[str, list[str]] = {}
+    for item in plan.items:
+        if not item.record.is_reg:
+            by_folder.setdefault(item.record.subset, []).append(captions[item.record.path])
+    return {folder: dict(count_tags(texts)) for folder, texts in by_folder.items()}
+
+
+def _check_family_rules(cfg: TrainConfig, model, reporter: Reporter) -> None:
+    from engine.config import ModelFamily
+
+    if model.family == ModelFamily.SD2 and cfg.model.clip_skip != 1:
+        reporter.notice(
+            f"model.clip_skip={cfg.model.clip_skip} is ignored for SD2: its text encoder is already read at "
+            "the penultimate layer it was trained with"
+        )
+    if model.family == ModelFamily.SDXL and cfg.model.clip_skip not in (1, 2):
+        reporter.notice("model.clip_skip is ignored for SDXL: it always uses the penultimate layers")
+    if model.family == ModelFamily.SDXL and cfg.dataset.bucket_reso_steps % 32:
+        raise ConfigError(
+            f"dataset.bucket_reso_steps={cfg.dataset.bucket_reso_steps}: SDXL needs a multiple of 32 (32 or 64)"
+        )
+
+
+def _set_attention(cfg: TrainConfig, unet, reporter: Reporter) -> None:
+    from engine.config import Attention
+
+    if cfg.model.attention != Attention.XFORMERS:
+        return  # diffusers uses torch SDPA by default (flash / memory-efficient kernels on CUDA)
+    if not torch.cuda.is_available():
+        raise ConfigError("model.attention=xformers needs a CUDA GPU; use sdpa (the default) on this machine")
+    try:
+        import xformers.ops  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "model.attention=xformers but xformers is not installed: run `.venv/bin/pip install -e '.[xformers]'`, "
+            "or use sdpa (the default, as fast on recent torch)"
+        ) from None
+    unet.enable_xformers_memory_efficient_attention()

@@ -1,0 +1,125 @@
+"""One training micro-batch: captions -> conditioning, latents -> noisy latents, UNet -> loss.
+
+Every random draw of the step comes from generators derived from (seed, epoch, batch index,
+process), so the same config and seed give the same run, and a resumed run the same steps.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from engine.buckets import crop_ltrb_for_sdxl, crop_offsets, sdxl_crop_top_left
+from engine.captions import process_caption
+from engine.config import ModelFamily
+from engine.latents import encode_images, load_image
+from engine.losses import batch_loss_value
+from engine.noise import add_noise, make_noise, sample_timesteps, v_target
+from engine.plan import Sample
+from engine.setup import derive_generator
+from engine.text_encoding import encode, tokenize
+
+
+def batch_captions(session, batch: list[Sample], epoch: int, rng: random.Random) -> list[str]:
+    ds = session.cfg.dataset
+    return [
+        process_caption(
+            session.captions[sample.item.record.path],
+            epoch=epoch,
+            rng=rng,
+            shuffle=ds.shuffle_caption,
+            keep_tokens=ds.keep_tokens,
+            tag_dropout_rate=ds.caption_tag_dropout_rate,
+            dropout_rate=ds.caption_dropout_rate,
+            dropout_every_n_epochs=ds.caption_dropout_every_n_epochs,
+        )
+        for sample in batch
+    ]
+
+
+def batch_latents(session, batch: list[Sample], rng: random.Random, generator: torch.Generator) -> torch.Tensor:
+    if session.latents is not None:
+        return torch.stack([session.latents.get(s.item.record.path, s.flip) for s in batch])
+    pixels = []
+    for sample in batch:
+        choice = sample.item.choice
+        crop = None
+        if session.cfg.dataset.random_crop:
+            crop = crop_offsets(choice, rng)
+        pixels.append(load_image(sample.item.record.path, choice, sample.flip, crop))
+    vae = session.components.vae
+    vae.to(session.accelerator.device)
+    return encode_images(vae, torch.stack(pixels), generator).cpu()
+
+
+def sdxl_time_ids(batch: list[Sample]) -> torch.Tensor:
+    """SDXL's size conditioning per sample: original (h, w), crop top-left (y, x), target (h, w)."""
+    rows = []
+    for sample in batch:
+        record, (bw, bh) = sample.item.record, sample.item.bucket
+        box = crop_ltrb_for_sdxl((bw, bh), (record.width, record.height))
+        top, left = sdxl_crop_top_left(box, bw, sample.flip)
+        rows.append([record.height, record.width, top, left, bh, bw])
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def conditioning(session, captions: list[str]):
+    model, cfg = session.components, session.cfg
+    device = session.accelerator.device
+    ids = [tokenize(tok, captions, cfg.model.max_token_length).to(device) for tok in model.tokenizers]
+    with torch.set_grad_enabled(session.train_text_encoder), session.accelerator.autocast():
+        return encode(model.family, model.text_encoders, ids, cfg.model.clip_skip)
+
+
+def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Tensor:
+    cfg, acc, model = session.cfg, session.accelerator, session.components
+    tr = cfg.training
+    device = acc.device
+    rng = random.Random(f"step:{tr.seed}:{epoch}:{index}:{acc.process_index}")
+    generator = derive_generator(tr.seed, "step", epoch, index, acc.process_index)
+
+    captions = batch_captions(session, batch, epoch, rng)
+    latents = batch_latents(session, batch, rng, generator)
+    cond = conditioning(session, captions)
+
+    noise = make_noise(
+        latents,
+        generator,
+        noise_offset=tr.noise_offset,
+        adaptive_noise_scale=tr.adaptive_noise_scale,
+        noise_offset_random_strength=tr.noise_offset_random_strength,
+        multires_iterations=tr.multires_noise_iterations,
+        multires_discount=tr.multires_noise_discount,
+    )
+    timesteps = sample_timesteps(len(batch), tr.min_timestep, tr.max_timestep, generator)
+    noisy = add_noise(latents, noise, timesteps, session.alphas_cumprod.cpu(), generator, ip_noise_gamma=tr.ip_noise_gamma)
+    if cfg.model.v_parameterization:
+        target = v_target(latents, noise, timesteps, session.alphas_cumprod.cpu())
+    else:
+        target = noise
+
+    noisy, target, timesteps = noisy.to(device), target.to(device), timesteps.to(device)
+    extra = {}
+    if model.family == ModelFamily.SDXL:
+        extra["added_cond_kwargs"] = {"text_embeds": cond.pooled, "time_ids": sdxl_time_ids(batch).to(device)}
+    with acc.autocast():
+        pred = model.unet(noisy.to(session.weight_dtype), timesteps, cond.hidden, **extra).sample
+
+    weights = torch.tensor(
+        [cfg.dataset.prior_loss_weight if s.item.record.is_reg else 1.0 for s in batch], device=device
+    )
+    return batch_loss_value(
+        pred.float(),
+        target.float(),
+        timesteps,
+        sample_weights=weights,
+        alphas_cumprod=session.alphas_cumprod,
+        loss_type=tr.loss_type,
+        huber_c=tr.huber_c,
+        huber_schedule=tr.huber_schedule,
+        min_snr_gamma=tr.min_snr_gamma,
+        v_prediction=cfg.model.v_parameterization,
+        v_pred_like_loss=tr.v_pred_like_loss,
+        debiased_estimation=tr.debiased_estimation_loss,
+    )
