@@ -1,0 +1,22 @@
+"""Shared test setup: offline, quiet, and generated assets kept out of the user's home."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory) -> Path:
+    """Generated assets (the sample dataset) go to a per-session folder, never ~/.cache."""
+    home = tmp_path_factory.mktemp("lora-wizard-home")
+    os.environ["LORA_WIZARD_HOME"] = str(home)
+    return home
