@@ -317,7 +317,42 @@ class LoggingConfig(StrictModel):
 
 # Options whose engine effect is not built yet. Setting one away from its default is an error,
 # never silently ignored; the entry goes away when the feature lands.
-NOT_SUPPORTED_YET: dict[str, str] = {}
+NOT_SUPPORTED_YET: dict[str, str] = {
+    "model.lowram": "models are loaded to the CPU first",
+    "dataset.weighted_captions": "captions are used as plain text",
+    "dataset.color_aug": "no colour augmentation is applied",
+    "dataset.cache_latents_to_disk": "latents are cached in memory only",
+    "network.dim_from_weights": "dims come from network.dim/alpha",
+    "network.block_dims": "one rank for every block",
+    "network.block_alphas": "one alpha for every block",
+    "network.conv_block_dims": "one conv rank for every block",
+    "network.conv_block_alphas": "one conv alpha for every block",
+    "network.down_lr_weight": "one learning rate for every block",
+    "network.mid_lr_weight": "one learning rate for every block",
+    "network.up_lr_weight": "one learning rate for every block",
+    "network.block_lr_zero_threshold": "one learning rate for every block",
+    "optim.lr_scheduler_args": "schedulers take no extra arguments",
+    "optim.full_fp16": "LoRA weights train in fp32",
+    "optim.full_bf16": "LoRA weights train in fp32",
+    "optim.scale_weight_norms": "no max-norm regularisation",
+    "training.stop_text_encoder_training": "the text encoder trains for the whole run",
+    "saving.save_last_n_epochs": "every epoch save is kept",
+    "saving.save_last_n_steps": "every step save is kept",
+    "saving.save_state": "no training state is saved",
+    "saving.save_last_n_epochs_state": "no training state is saved",
+    "saving.save_last_n_steps_state": "no training state is saved",
+    "saving.save_state_every_n_minutes": "no training state is saved",
+    "saving.resume": "runs start from step 0",
+    "sampling.sample_prompts": "no sample images are generated",
+    "sampling.sample_every_n_epochs": "no sample images are generated",
+    "sampling.sample_every_n_steps": "no sample images are generated",
+    "logging.log_dir": "no TensorBoard logs are written",
+    "logging.log_prefix": "no TensorBoard logs are written",
+}
+# Values of an otherwise supported option that are not built yet.
+NOT_SUPPORTED_VALUES: dict[str, tuple[Any, ...]] = {
+    "network.type": (NetworkType.LOHA, NetworkType.LOKR),
+}
 
 
 class TrainConfig(StrictModel):
@@ -360,6 +395,11 @@ def combination_problems(cfg: TrainConfig) -> list[str]:
         value = getattr(getattr(cfg, section), name)
         if value != default:
             out.append(f"{path}={value!r} is not supported yet ({why}); remove it or set it to {default!r}")
+    for path, values in NOT_SUPPORTED_VALUES.items():
+        section, name = path.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value in values:
+            out.append(f"{path}={value.value} is not supported yet; use one of the other choices")
 
     if ds.cache_latents and (ds.color_aug or ds.random_crop):
         which = " and ".join(n for n in ("color_aug", "random_crop") if getattr(ds, n))
