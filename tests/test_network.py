@@ -33,6 +33,12 @@ ATTN_LEAVES = [
 TE_LEAVES = ["self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj", "self_attn_out_proj", "mlp_fc1", "mlp_fc2"]
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """One tiny model per family, shared by the tests that only read it (never apply a network to these)."""
+    return {family: build_tiny(family) for family in (SD1, SD2, SDXL)}
+
+
 def lora_cfg(**kw) -> NetworkConfig:
     return NetworkConfig(dim=4, alpha=2.0, **kw)
 
@@ -69,8 +75,8 @@ def expected_te_names(prefix: str, layers: int) -> set[str]:
 
 
 @pytest.mark.parametrize("family", [SD1, SD2])
-def test_tiny_sd1_sd2_names_use_the_diffusers_path(family):
-    c = build_tiny(family)
+def test_tiny_sd1_sd2_names_use_the_diffusers_path(family, tiny):
+    c = tiny[family]
     unet = names(unet_targets(c.unet, family, locon=False))
     assert unet == expected_transformer_names(
         {"down_blocks_0_attentions_0": 1, "mid_block_attentions_0": 1}
@@ -81,8 +87,8 @@ def test_tiny_sd1_sd2_names_use_the_diffusers_path(family):
     assert names(text_encoder_targets(c.text_encoders[0], "lora_te")) == expected_te_names("lora_te", 2)
 
 
-def test_tiny_sdxl_names_use_the_sgm_layout():
-    c = build_tiny(SDXL)
+def test_tiny_sdxl_names_use_the_sgm_layout(tiny):
+    c = tiny[SDXL]
     assert c.unet.config.layers_per_block == 1  # the index formulas must follow the config
     unet = names(unet_targets(c.unet, SDXL, locon=False))
     # L=1: down block 1 -> input_blocks 3, mid -> middle_block 1, up block 0 -> output_blocks 0, 1
@@ -94,8 +100,8 @@ def test_tiny_sdxl_names_use_the_sgm_layout():
     assert names(text_encoder_targets(te2, "lora_te2")) == expected_te_names("lora_te2", 2)
 
 
-def test_tiny_locon_adds_resnet_and_sampler_layers():
-    sd1 = names(unet_targets(build_tiny(SD1).unet, SD1, locon=True))
+def test_tiny_locon_adds_resnet_and_sampler_layers(tiny):
+    sd1 = names(unet_targets(tiny[SD1].unet, SD1, locon=True))
     assert {
         "lora_unet_down_blocks_0_resnets_0_conv1",
         "lora_unet_down_blocks_0_resnets_0_time_emb_proj",
@@ -104,7 +110,7 @@ def test_tiny_locon_adds_resnet_and_sampler_layers():
         "lora_unet_up_blocks_0_upsamplers_0_conv",
         "lora_unet_mid_block_resnets_1_conv2",
     } <= sd1
-    sdxl = names(unet_targets(build_tiny(SDXL).unet, SDXL, locon=True))
+    sdxl = names(unet_targets(tiny[SDXL].unet, SDXL, locon=True))
     assert {
         "lora_unet_input_blocks_1_0_in_layers_2",
         "lora_unet_input_blocks_1_0_emb_layers_1",
@@ -407,8 +413,8 @@ def test_network_output_change_and_multiplier():
         assert torch.equal(c.unet(x, 10, enc).sample, base)
 
 
-def test_param_groups():
-    c = build_tiny(SDXL)
+def test_param_groups(tiny):
+    c = tiny[SDXL]
     network = create_network(c, lora_cfg(), train_unet=True, train_text_encoder=True)
     groups = network.param_groups(unet_lr=1e-4, text_encoder_lr=5e-5)
     assert [(g["name"], g["lr"]) for g in groups] == [("text_encoder", 5e-5), ("unet", 1e-4)]
@@ -424,8 +430,8 @@ def test_param_groups():
     torch.optim.AdamW(groups)  # valid optimizer input
 
 
-def test_locon_ranks_and_rank_hook():
-    c = build_tiny(SD1)
+def test_locon_ranks_and_rank_hook(tiny):
+    c = tiny[SD1]
     network = create_network(c, NetworkConfig(type="locon", dim=4, alpha=2.0, conv_dim=3), train_unet=True,
                              train_text_encoder=False)
     by_name = dict(network.named_children())
@@ -444,13 +450,13 @@ def test_locon_ranks_and_rank_hook():
         create_network(c, NetworkConfig(type="loha"), train_unet=True, train_text_encoder=True)
 
 
-def test_load_weights_round_trip_and_alpha_from_file():
-    c = build_tiny(SD1)
+def test_load_weights_round_trip_and_alpha_from_file(tiny):
+    c = tiny[SD1]
     source = create_network(c, locon_cfg(), train_unet=True, train_text_encoder=True)
     randomize_up(source)
     sd = source.kohya_state_dict()
     sd["lora_unet_mid_block_attentions_0_proj_in.alpha"] = torch.tensor(4.0)
-    target = create_network(build_tiny(SD1, seed=5), locon_cfg(), train_unet=True, train_text_encoder=True)
+    target = create_network(tiny[SD1], locon_cfg(), train_unet=True, train_text_encoder=True)
     target.load_weights(sd)
     for key, value in target.kohya_state_dict().items():
         assert torch.equal(value, sd[key]), key
@@ -460,27 +466,27 @@ def test_load_weights_round_trip_and_alpha_from_file():
     assert dict(target.named_children())["lora_unet_down_blocks_0_resnets_0_conv1"].scale == 1.0
 
 
-def test_load_weights_refuses_another_architecture():
-    sd1_file = create_network(build_tiny(SD1), lora_cfg(), train_unet=True, train_text_encoder=True).kohya_state_dict()
-    sdxl = create_network(build_tiny(SDXL), lora_cfg(), train_unet=True, train_text_encoder=True)
+def test_load_weights_refuses_another_architecture(tiny):
+    sd1_file = create_network(tiny[SD1], lora_cfg(), train_unet=True, train_text_encoder=True).kohya_state_dict()
+    sdxl = create_network(tiny[SDXL], lora_cfg(), train_unet=True, train_text_encoder=True)
     with pytest.raises(ModelError, match="another model family/architecture") as err:
         sdxl.load_weights(sd1_file)
     assert "lora_te1_text_model" in str(err.value) and "lora_te_text_model" in str(err.value)
-    sd2 = create_network(build_tiny(SD2), lora_cfg(), train_unet=True, train_text_encoder=True)
+    sd2 = create_network(tiny[SD2], lora_cfg(), train_unet=True, train_text_encoder=True)
     with pytest.raises(ModelError, match="other shapes"):
         sd2.load_weights(sd1_file)  # same names, other widths
-    unet_only = create_network(build_tiny(SD1), lora_cfg(), train_unet=True, train_text_encoder=False)
+    unet_only = create_network(tiny[SD1], lora_cfg(), train_unet=True, train_text_encoder=False)
     with pytest.raises(ModelError, match="train_on=both"):
         unet_only.load_weights(sd1_file)
-    other_rank = create_network(build_tiny(SD1), NetworkConfig(dim=8), train_unet=True, train_text_encoder=True)
+    other_rank = create_network(tiny[SD1], NetworkConfig(dim=8), train_unet=True, train_text_encoder=True)
     with pytest.raises(ModelError, match="dim_from_weights"):
         other_rank.load_weights(sd1_file)
     with pytest.raises(ModelError, match="not a plain kohya"):
         other_rank.load_weights({"lora_unet_x.hada_w1_a": torch.zeros(1)})
 
 
-def test_read_dim_alpha_and_ranks_from_state_dict():
-    c = build_tiny(SD1)
+def test_read_dim_alpha_and_ranks_from_state_dict(tiny):
+    c = tiny[SD1]
     lora = create_network(c, lora_cfg(), train_unet=True, train_text_encoder=True).kohya_state_dict()
     assert read_dim_alpha(lora) == (4, 2.0, None, None)
     locon = create_network(c, locon_cfg(), train_unet=True, train_text_encoder=True).kohya_state_dict()
@@ -493,7 +499,7 @@ def test_read_dim_alpha_and_ranks_from_state_dict():
     mixed_sd = mixed.kohya_state_dict()
     with pytest.raises(ModelError, match="ranks_from_state_dict"):
         read_dim_alpha(mixed_sd)
-    rebuilt = create_network(build_tiny(SD1), lora_cfg(), train_unet=True, train_text_encoder=True,
+    rebuilt = create_network(tiny[SD1], lora_cfg(), train_unet=True, train_text_encoder=True,
                              rank_for=ranks_from_state_dict(mixed_sd))
     rebuilt.load_weights(mixed_sd)
     assert {k: v.shape for k, v in rebuilt.kohya_state_dict().items()} == {k: v.shape for k, v in mixed_sd.items()}
@@ -503,14 +509,14 @@ def test_read_dim_alpha_and_ranks_from_state_dict():
 
 
 @pytest.fixture
-def sd1_network():
-    network = create_network(build_tiny(SD1), locon_cfg(), train_unet=True, train_text_encoder=True)
+def sd1_network(tiny):
+    network = create_network(tiny[SD1], locon_cfg(), train_unet=True, train_text_encoder=True)
     randomize_up(network)
     return network
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "ckpt", "pt"])
-def test_save_load_round_trip_and_never_overwrite(tmp_path, sd1_network, fmt):
+def test_save_load_round_trip_and_never_overwrite(tmp_path, sd1_network, fmt, tiny):
     path = tmp_path / f"my_lora.{fmt}"
     tensors = sd1_network.kohya_state_dict()
     metadata = {"ss_network_dim": "4", "modelspec.title": "my_lora"}
@@ -530,7 +536,7 @@ def test_save_load_round_trip_and_never_overwrite(tmp_path, sd1_network, fmt):
         save_lora_file(path, tensors, metadata, dtype=torch.float32, fmt=fmt)
     assert path.read_bytes() == stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left behind
-    fresh = create_network(build_tiny(SD1), locon_cfg(), train_unet=True, train_text_encoder=True)
+    fresh = create_network(tiny[SD1], locon_cfg(), train_unet=True, train_text_encoder=True)
     fresh.load_weights(path)
 
 
@@ -604,7 +610,7 @@ def _image(pipe, seed=0):
 
 @pytest.mark.parametrize(("family", "cfg"), [(SD1, lora_cfg()), (SD1, locon_cfg()), (SDXL, locon_cfg())],
                          ids=["sd1-lora", "sd1-locon", "sdxl-locon"])
-def test_diffusers_load_lora_weights_reads_our_file(tmp_path, family, cfg):
+def test_diffusers_load_lora_weights_reads_our_file(tmp_path, family, cfg, tiny):
     """diffusers' kohya loader must give exactly our network's outputs, layer for layer."""
     ours = build_tiny(family)
     network = create_network(ours, cfg, train_unet=True, train_text_encoder=True)
@@ -633,6 +639,6 @@ def test_diffusers_load_lora_weights_reads_our_file(tmp_path, family, cfg):
             torch.testing.assert_close(loaded(ids)[0], mine(ids)[0], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(theirs.unet(x, 10, enc, **extra).sample, ours.unet(x, 10, enc, **extra).sample,
                                    rtol=1e-5, atol=1e-5)
-        untouched = build_tiny(family)
+        untouched = tiny[family]
         assert not torch.allclose(untouched.unet(x, 10, enc, **extra).sample, ours.unet(x, 10, enc, **extra).sample)
         assert not torch.allclose(untouched.text_encoders[-1](ids)[0], ours.text_encoders[-1](ids)[0])
