@@ -1,0 +1,139 @@
+"""One question at a time: a `Question` becomes a questionary prompt whose answers are checked
+against the config model before they are accepted.
+
+Answers are validated by pydantic with the very field the JSON loader uses (its type, bounds and
+field validators), so the wizard and a saved file accept exactly the same values. Rules between
+fields are checked once the draft is complete (`check_draft`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import questionary
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from engine.config import SECTIONS, TrainConfig, combination_problems, section_model
+from wizard.checks import AnswerError
+from wizard.questions import ASK, Draft, Kind, Question, offered_choices
+
+TEXT_KINDS = (Kind.TEXT, Kind.INT, Kind.FLOAT, Kind.FILE, Kind.DIR)
+
+
+def ask_question(q: Question, draft: Draft, texts: dict[str, Any], console: Console) -> Any:
+    """Ask `q` until the answer is valid and return the value for its field (a bool for a gate).
+
+    Raises KeyboardInterrupt on Ctrl-C (questionary's `unsafe_ask`); the flow decides what then.
+    """
+    text = texts["questions"][q.path]
+    show_help(q, draft, text, console)
+    current = draft.answers[q.path] if q.path in draft.answers else q.proposal(draft)
+
+    if q.kind is Kind.CONFIRM:
+        default = current == q.yes if q.yes is not None else bool(current)
+        answer = questionary.confirm(text["message"], default=default).unsafe_ask()
+        if q.yes is None:
+            return answer
+        return q.yes if answer else q.no(draft)  # type: ignore[misc]
+
+    if q.kind is Kind.SELECT:
+        titles = text.get("choices", {})
+        offered = offered_choices(q)
+        choices = [questionary.Choice(titles.get(str(v), str(v)), value=v) for v in offered]
+        if current not in offered:  # a loaded config may hold a value the list does not offer
+            choices.append(questionary.Choice(str(current), value=current))
+        return questionary.select(text["message"], choices=choices, default=current).unsafe_ask()
+
+    def validate(typed: str) -> bool | str:
+        try:
+            parse_answer(q, typed)
+        except AnswerError as err:
+            return error_text(err, texts)
+        return True
+
+    prompt = questionary.path if q.kind in (Kind.FILE, Kind.DIR) else questionary.text
+    extra = {"only_directories": True} if q.kind is Kind.DIR else {}
+    typed = prompt(text["message"], default=default_text(current), validate=validate, **extra).unsafe_ask()
+    return parse_answer(q, typed)
+
+
+def show_help(q: Question, draft: Draft, text: dict[str, Any], console: Console) -> None:
+    lines = [text["help"]] if text.get("help") else []
+    facts = q.detail(draft) if q.detail else None
+    if facts and text.get("detail"):
+        lines.append(text["detail"].format(**facts))
+    for line in lines:
+        console.print(f"  [dim]{escape(line)}[/]", highlight=False)
+
+
+def parse_answer(q: Question, typed: str) -> Any:
+    """The value a typed answer stands for; AnswerError with the reason when it is not acceptable."""
+    typed = typed.strip()
+    if not typed:
+        if q.optional:
+            return None
+        raise AnswerError("empty")
+    raw: Any = q.parse(typed) if q.parse else typed
+    value = raw if q.path.startswith(ASK) else validate_field(q.path, raw)
+    if q.check:
+        q.check(value)
+    return value
+
+
+def validate_field(path: str, raw: Any) -> Any:
+    """Validate one value exactly as the config model does when a file is loaded.
+
+    Assignment validation on a bare section instance runs the field's type, its bounds and its
+    field validators (a TypeAdapter of the annotation would miss the latter, e.g. resolution's
+    minimum side or output_name's forbidden characters).
+    """
+    section, name = path.split(".")
+    model = section_model(section)
+    holder = model.model_construct()
+    try:
+        model.__pydantic_validator__.validate_assignment(holder, name, raw)
+    except ValidationError as err:
+        raise AnswerError(None, message=pydantic_message(err.errors()[0])) from err
+    return getattr(holder, name)
+
+
+def pydantic_message(error: Any) -> str:
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def error_text(err: AnswerError, texts: dict[str, Any]) -> str:
+    if err.key is None:
+        return str(err.fields["message"])
+    return texts["errors"][err.key].format(**err.fields)
+
+
+def check_draft(data: dict[str, Any]) -> tuple[TrainConfig | None, list[str]]:
+    """The finished config, or the problems that stop it (each names its field: 'path: why')."""
+    sections = {}
+    problems = []
+    for name in SECTIONS:
+        try:
+            sections[name] = section_model(name).model_validate(data[name])
+        except ValidationError as err:
+            problems += [
+                f"{name}.{'.'.join(map(str, e['loc']))}: {pydantic_message(e)}" for e in err.errors()
+            ]
+    if problems:
+        return None, problems
+    problems = combination_problems(TrainConfig.model_construct(**sections))
+    if problems:
+        return None, problems
+    return TrainConfig.model_validate(data), []
+
+
+def default_text(value: Any) -> str:
+    """How a value is pre-filled in a text prompt (so that Enter keeps it)."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return "x".join(map(str, value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

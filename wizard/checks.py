@@ -1,0 +1,81 @@
+"""Turning typed text into field values, and the checks the config model cannot make (a path
+exists, a checkpoint is readable). Each refusal is an `AnswerError` naming a message of prompts'
+[errors] table, so the wording stays in prompts/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.config import DEMO_MODEL, SAMPLE_DATASET
+
+
+class AnswerError(ValueError):
+    """An answer the wizard refuses. `key` names a message in prompts' [errors] table, formatted with
+    `fields`; without a key, `fields["message"]` is shown as it is (messages from the engine)."""
+
+    def __init__(self, key: str | None, **fields: Any) -> None:
+        super().__init__(key or fields.get("message", ""))
+        self.key = key
+        self.fields = fields
+
+
+def clean_path(text: str) -> str:
+    """A typed or dropped path: no surrounding blanks or quotes, ~ expanded; keywords untouched."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    if not text or text.startswith("builtin:"):
+        return text
+    return str(Path(text).expanduser())
+
+
+def parse_resolution(text: str) -> Any:
+    """"512" is one side; "768x512" or "768,512" is width and height."""
+    parts = text.replace("x", " ").replace("X", " ").replace(",", " ").split()
+    return tuple(parts) if len(parts) == 2 else text.strip()
+
+
+def check_base_model(value: str) -> None:
+    if value == DEMO_MODEL:
+        return
+    from engine.errors import ModelError
+    from engine.models.detect import detect_family
+
+    try:
+        detect_family(Path(value))  # the header only: cheap, and it says what is wrong
+    except ModelError as err:
+        raise AnswerError(None, message=str(err)) from err
+
+
+def check_dataset(value: str) -> None:
+    if value != SAMPLE_DATASET:
+        check_dir(value)
+
+
+def check_dir(value: Any) -> None:
+    path = Path(value)
+    if not path.exists():
+        raise AnswerError("not_found", path=str(value))
+    if not path.is_dir():
+        raise AnswerError("not_a_folder", path=str(value))
+
+
+def check_file(value: Any) -> None:
+    path = Path(value)
+    if not path.exists():
+        raise AnswerError("not_found", path=str(value))
+    if not path.is_file():
+        raise AnswerError("not_a_file", path=str(value))
+
+
+def check_output_folder(value: Any) -> None:
+    # it is created when training starts; only an existing file in its place is a problem
+    if Path(value).is_file():
+        raise AnswerError("not_a_folder", path=str(value))
+
+
+def check_json_file(value: Any) -> None:
+    check_file(value)
+    if Path(value).suffix.lower() != ".json":
+        raise AnswerError("not_json", path=str(value))

@@ -1,0 +1,75 @@
+"""The review table shown before a config is saved: what differs from the defaults, plus the few
+settings everyone wants to see, grouped by section."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from engine.config import SECTIONS, TrainConfig, section_model
+
+#: always shown, changed or not
+IMPORTANT: frozenset[str] = frozenset(
+    {
+        "model.base_model",
+        "dataset.img_folder",
+        "dataset.resolution",
+        "network.type",
+        "network.dim",
+        "network.alpha",
+        "optim.optimizer",
+        "optim.learning_rate",
+        "training.batch_size",
+        "training.epochs",
+        "saving.output_folder",
+    }
+)
+
+
+def review_rows(cfg: TrainConfig) -> list[tuple[str, str, Any, Any]]:
+    """(section, field, value, default) for each field worth showing, in declaration order."""
+    rows = []
+    for section in SECTIONS:
+        values = getattr(cfg, section)
+        for name, info in section_model(section).model_fields.items():
+            value = getattr(values, name)
+            default = info.get_default(call_default_factory=True)
+            if value != default or f"{section}.{name}" in IMPORTANT:
+                rows.append((section, name, value, default))
+    return rows
+
+
+def review_table(cfg: TrainConfig, labels: dict[str, str]) -> Table:
+    """A rich table of `review_rows`; changed values in bold."""
+    table = Table(title=labels["title"], title_justify="left")
+    for key in ("section", "field", "value", "default"):
+        table.add_column(labels[key], style="dim" if key in ("section", "default") else None)
+    rows = review_rows(cfg)
+    for i, (section, name, value, default) in enumerate(rows):
+        first = i == 0 or rows[i - 1][0] != section
+        last = i == len(rows) - 1 or rows[i + 1][0] != section
+        shown = escape(show_value(value, labels))
+        table.add_row(
+            section if first else "",
+            name,
+            f"[bold]{shown}[/]" if value != default else shown,
+            escape(show_value(default, labels)),
+            end_section=last,
+        )
+    return table
+
+
+def show_value(value: Any, labels: dict[str, str]) -> str:
+    """A value as the review and the edit list show it (labels give the words for yes/no/unset)."""
+    if value is None:
+        return labels["unset"]
+    if isinstance(value, bool):
+        return labels["yes"] if value else labels["no"]
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, tuple):
+        return "x".join(map(str, value))
+    return str(value)
