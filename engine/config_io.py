@@ -99,10 +99,13 @@ def _build(data: dict[str, Any], source: str, skip: Iterable[str] | None) -> Loa
     notes: list[str] = []
     if version == 0 and is_flat_config(data):
         data = {key: value for key, value in data.items() if not _skipped_flat_key(key, skip_paths)}
-        imported = flat_to_nested(data, source)  # raises first, with the file named in the message
+        # Mapped here once for its notes and its errors (which name the file); MIGRATIONS[0] below
+        # repeats the same pure mapping.
+        imported = flat_to_nested(data, source)
         notes = [f"{source}: {note}" for note in imported.notes]
         if imported.dropped:
-            notes.append(f"{source}: left out (not training settings): {', '.join(imported.dropped)}")
+            notes.append(f"{source}: left out (session settings, or options the file leaves off): "
+                         + ", ".join(imported.dropped))
     try:
         data = migrate(data)
     except ConfigError as exc:

@@ -126,9 +126,10 @@ def _gui_network_type(value: Any) -> Any:
     return table.get(str(value).lower(), value)
 
 
-_OPTIMIZER_NAMES = {member.value.lower(): member.value for member in Optimizer}
-# sd-scripts' name of the D-Adaptation Adam optimizer in the LETS era
-_OPTIMIZER_NAMES["dadaptation"] = Optimizer.DADAPT_ADAM.value
+_OPTIMIZER_NAMES = {
+    **{member.value.lower(): member.value for member in Optimizer},
+    "dadaptation": Optimizer.DADAPT_ADAM.value,  # sd-scripts' name for it in the LETS era
+}
 
 
 def _optimizer_name(value: Any) -> Any:
