@@ -210,12 +210,58 @@ def test_folder_with_missing_weights(written, tmp_path):
         load_base_model(str(folder))
 
 
+def test_folder_missing_one_text_encoder_weight(written, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "partial"
+    shutil.copytree(written[ModelFamily.SD1].folder, folder)
+    weights = folder / "text_encoder" / "model.safetensors"
+    state = load_file(str(weights))
+    dropped = next(k for k in state if k.endswith("final_layer_norm.weight"))
+    del state[dropped]
+    save_file(state, str(weights))
+    with pytest.raises(ModelError, match="final_layer_norm.weight"):
+        load_base_model(str(folder))
+
+
+def test_folder_with_only_fp16_variant_weights(written, tmp_path):
+    import shutil
+
+    folder = tmp_path / "variant"
+    shutil.copytree(written[ModelFamily.SD2].folder, folder)
+    for weights in folder.glob("*/*.safetensors"):
+        weights.rename(weights.with_name(weights.stem + ".fp16.safetensors"))
+    assert_same_weights(written[ModelFamily.SD2].model, load_base_model(str(folder)))
+
+
+def test_dtype_is_applied(written):
+    w = written[ModelFamily.SD1]
+    loaded = load_base_model(str(w.safetensors), config_dir=w.config_dir, dtype=torch.bfloat16)
+    modules = [loaded.unet, loaded.vae, *loaded.text_encoders]
+    assert {p.dtype for m in modules for p in m.parameters()} == {torch.bfloat16}
+    loaded = load_base_model(str(w.folder), dtype=torch.bfloat16)
+    modules = [loaded.unet, loaded.vae, *loaded.text_encoders]
+    assert {p.dtype for m in modules for p in m.parameters()} == {torch.bfloat16}
+
+
 # --- bad files -----------------------------------------------------------------------------------
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         load_base_model(str(tmp_path / "nope.safetensors"))
+    with pytest.raises(ModelError, match="does not exist"):
+        detect_family(tmp_path / "nope.safetensors")
+
+
+def test_wrong_suffix(tmp_path):
+    path = tmp_path / "model.txt"
+    path.write_text("x")
+    for call in (detect_family, lambda p: load_base_model(str(p))):
+        with pytest.raises(ModelError, match=r"model.txt is not a model file: expected a \.safetensors"):
+            call(path)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])

@@ -182,7 +182,7 @@ def _from_pretrained(cls, root: Path, subfolder: str, dtype: Any):
     missing = list(info.get("missing_keys") or [])
     if missing:
         raise ModelError(
-            f"{folder} lacks {len(missing)} weights its config.json needs (e.g. {', '.join(sorted(missing)[:3])}); "
+            f"{folder} lacks {len(missing)} of the weights its config.json needs (e.g. {', '.join(sorted(missing)[:3])}); "
             "the folder is incomplete or its config does not match its weights"
         )
     model.eval()
@@ -278,7 +278,7 @@ def _single_file_component(
     empty = [name for name, t in chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
     if empty:
         raise ModelError(
-            f"{path} lacks {len(empty)} {subfolder} weights that {against} needs "
+            f"{path} lacks {len(empty)} of the {subfolder} weights that {against} needs "
             f"(e.g. {', '.join(empty[:3])}): the file is incomplete or of another architecture; {hint}"
         )
     model.eval()
