@@ -153,7 +153,7 @@ class BucketChooser:
         return rounded - rounded % self.reso_steps
 
 
-def crop_offsets(choice: BucketChoice, rng: random.Random | None = None) -> tuple[int, int]:
+def crop_offsets(choice: BucketChoice | Placement, rng: random.Random | None = None) -> tuple[int, int]:
     """(left, top) of the bucket-sized window cut from the resized image.
 
     Centred (overhang // 2) by default; with an rng, uniform in [0, overhang] per axis, drawing the
