@@ -8,14 +8,12 @@ for a question are queued just before it is asked, which also records the order 
 from __future__ import annotations
 
 import faulthandler
-import importlib.util
 import io
 import json
 import re
 import struct
 import subprocess
 import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
 from engine.config import NOT_SUPPORTED_YET, ModelFamily, NetworkType, TrainConfig, field_paths
+from engine.config_io import load_config, save_config
 from prompts import load_prompts
 from wizard import ask, flow
 from wizard.checks import AnswerError
@@ -33,8 +32,6 @@ from wizard.questions import ASK, LOAD_QUESTIONS, QUESTIONS, Draft, Kind, questi
 
 DOWN, ENTER, CTRL_C, CTRL_U = "\x1b[B", "\r", "\x03", "\x15"
 REPO = Path(__file__).resolve().parents[1]
-HAVE_CONFIG_IO = importlib.util.find_spec("engine.config_io") is not None
-NEEDS_CONFIG_IO = "engine.config_io (load_config/save_config) has not landed yet"
 
 
 def typed(text: str) -> str:
@@ -161,32 +158,8 @@ def run_wizard(script: Script, folder: Path, monkeypatch) -> Run:
     return Run(outcome, out.getvalue(), script.asked)
 
 
-def stand_in_config_io() -> types.ModuleType:
-    """save_config as specified (atomic, never overwrites), for as long as the real one is missing."""
-    from engine.fileio import atomic_write_text, next_free_path
-
-    module = types.ModuleType("engine.config_io")
-
-    def save_config(cfg: TrainConfig, folder: Path, name: str | None = None) -> Path:
-        path = next_free_path(Path(folder) / f"{name or cfg.saving.output_name or 'config'}.json")
-        return atomic_write_text(path, cfg.model_dump_json(indent=2))
-
-    module.save_config = save_config
-    return module
-
-
-def read_config(path: Path) -> TrainConfig:
-    if HAVE_CONFIG_IO:
-        from engine.config_io import load_config
-
-        return load_config(path)
-    return TrainConfig.model_validate_json(path.read_text())
-
-
 @pytest.fixture(autouse=True)
-def _harness(monkeypatch):
-    if not HAVE_CONFIG_IO:
-        monkeypatch.setitem(sys.modules, "engine.config_io", stand_in_config_io())
+def _no_hang():
     # a script that runs out of keys would wait for input forever: fail loudly instead
     faulthandler.dump_traceback_later(60, exit=True)
     yield
@@ -218,7 +191,7 @@ def test_enter_everywhere_trains_the_defaults(saved, monkeypatch):
     assert run.outcome.configs[0].model.base_model == "builtin:demo"
     assert run.outcome.configs[0].dataset.img_folder == "builtin:sample"
     [path] = run.outcome.saved
-    assert path.parent == saved and read_config(path) == TrainConfig()
+    assert path.parent == saved and load_config(path) == TrainConfig()
     assert str(path) in run.output.replace("\n", "")
     assert "base_model" in run.output  # the review table
 
@@ -329,7 +302,7 @@ def test_queue_another_gives_two_configs_in_order(saved, monkeypatch):
     assert run.outcome.action == "train"
     assert [c.network.dim for c in run.outcome.configs] == [8, 32]
     assert len(run.outcome.saved) == 2 and len(set(run.outcome.saved)) == 2
-    assert [read_config(p).network.dim for p in run.outcome.saved] == [8, 32]
+    assert [load_config(p).network.dim for p in run.outcome.saved] == [8, 32]
     assert run.asked.count("ask.load_json") == 2  # the second config starts from the first question
 
 
@@ -371,7 +344,7 @@ def test_ctrl_c_saves_the_draft(saved, monkeypatch):
 
     assert isinstance(run.error, flow.WizardCancelled) and run.error.exit_code == 130
     [path] = run.error.saved
-    assert read_config(path).network.dim == 8  # a draft that validates is a normal config
+    assert load_config(path).network.dim == 8  # a draft that validates is a normal config
     assert str(path) in run.output.replace("\n", "")
 
 
@@ -398,9 +371,7 @@ def test_ctrl_c_before_any_answer_just_leaves(saved, monkeypatch):
     assert isinstance(run.error, flow.WizardCancelled) and run.error.saved == []
 
 
-@pytest.mark.skipif(not HAVE_CONFIG_IO, reason=NEEDS_CONFIG_IO)
 def test_load_a_saved_config_asks_the_short_list(saved, monkeypatch, tmp_path):
-    from engine.config_io import save_config
 
     original = TrainConfig.model_validate(
         {"network": {"dim": 8, "alpha": 4}, "training": {"epochs": 3}, "optim": {"lr_scheduler": "cosine"}}
@@ -418,7 +389,6 @@ def test_load_a_saved_config_asks_the_short_list(saved, monkeypatch, tmp_path):
     assert cfg.optim.lr_scheduler == "cosine"
 
 
-@pytest.mark.skipif(not HAVE_CONFIG_IO, reason=NEEDS_CONFIG_IO)
 def test_load_an_old_lets_json(saved, monkeypatch, tmp_path):
     """A LETS popup file: its paths are from another machine, so they are asked again; the import
     notes are shown; the skip list leaves reg images and the comment to the questions."""
@@ -561,15 +531,11 @@ def test_review_shows_changes_and_the_essentials():
 
 def test_the_wizard_never_imports_torch():
     code = f"""
-import importlib.util, io, sys, time
+import io, sys, time
 sys.path.insert(0, {str(REPO)!r})
 start = time.perf_counter()
 from wizard.flow import run_interactive
 opened = time.perf_counter() - start
-if importlib.util.find_spec("engine.config_io") is None:
-    sys.path.insert(0, {str(Path(__file__).parent)!r})
-    from test_wizard_flow import stand_in_config_io
-    sys.modules["engine.config_io"] = stand_in_config_io()
 from pathlib import Path
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
