@@ -9,11 +9,12 @@ another field; it raises with the fix.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 CONFIG_VERSION = 1
 
@@ -26,6 +27,18 @@ class StrictModel(BaseModel):
     """Unknown keys are errors (a typo in a hand-edited file must not be ignored)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_empty_path(cls, value: Any, info: ValidationInfo) -> Any:
+        # Path("") is the current folder: an empty string in a file would silently mean "here".
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, str) and not value.strip() and Path in (annotation, *get_args(annotation)):
+            nullable = type(None) in get_args(annotation)
+            raise ValueError(
+                "an empty path would mean the current folder: write a real path" + (", or null for none" if nullable else "")
+            )
+        return value
 
 
 class ModelFamily(StrEnum):
@@ -128,6 +141,7 @@ class Sampler(StrEnum):
 class ModelConfig(StrictModel):
     base_model: str = Field(
         DEMO_MODEL,
+        min_length=1,
         description="base checkpoint: a .safetensors/.ckpt file, a diffusers folder, or builtin:demo",
     )
     family: ModelFamily = Field(
@@ -146,6 +160,7 @@ class ModelConfig(StrictModel):
 class DatasetConfig(StrictModel):
     img_folder: str = Field(
         SAMPLE_DATASET,
+        min_length=1,
         description="parent of the <repeats>_<name> folders, or builtin:sample",
     )
     reg_img_folder: Path | None = Field(None, description="regularisation images, same layout")
@@ -394,7 +409,10 @@ def combination_problems(cfg: TrainConfig) -> list[str]:
         default = type(getattr(cfg, section)).model_fields[name].get_default(call_default_factory=True)
         value = getattr(getattr(cfg, section), name)
         if value != default:
-            out.append(f"{path}={value!r} is not supported yet ({why}); remove it or set it to {default!r}")
+            out.append(
+                f"{path}={json.dumps(value, default=str)} is not supported yet ({why}); "
+                f"remove it or set it to {json.dumps(default, default=str)}"
+            )
     for path, values in NOT_SUPPORTED_VALUES.items():
         section, name = path.split(".")
         value = getattr(getattr(cfg, section), name)
