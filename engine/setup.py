@@ -40,7 +40,8 @@ class Session:
     optimizer: Any
     scheduler: Any
     latents: LatentCache | None
-    alphas_cumprod: torch.Tensor
+    alphas_cumprod: torch.Tensor  # the training schedule, on the CPU (noise is drawn there)
+    all_snr: torch.Tensor  # SNR of the plain schedule, on the device (sd-scripts weights by it)
     weight_dtype: torch.dtype
     train_unet: bool
     train_text_encoder: bool
@@ -132,6 +133,7 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
     from engine.lr_schedule import make_lambda_scheduler
     from engine.models.loading import load_base_model
     from engine.network.inject import create_network
+    from engine.losses import compute_snr
     from engine.noise import ddpm_alphas_cumprod
     from engine.metadata import RunFacts, network_args, training_metadata
     from engine.optim import build_optimizer, describe_optimizer
@@ -193,7 +195,8 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
         power=cfg.optim.lr_scheduler_power,
     )
     network, optimizer, scheduler = acc.prepare(network, optimizer, scheduler)
-    alphas = ddpm_alphas_cumprod(zero_terminal_snr=cfg.training.zero_terminal_snr).to(device)
+    alphas = ddpm_alphas_cumprod(zero_terminal_snr=cfg.training.zero_terminal_snr)
+    all_snr = compute_snr(ddpm_alphas_cumprod()).to(device)
 
     facts = RunFacts(
         family=model.family,
@@ -218,6 +221,7 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
         scheduler=scheduler,
         latents=latents,
         alphas_cumprod=alphas,
+        all_snr=all_snr,
         weight_dtype=weight_dtype,
         train_unet=train_unet,
         train_text_encoder=train_te,

@@ -15,7 +15,7 @@ from engine.captions import process_caption
 from engine.config import ModelFamily
 from engine.latents import encode_images, load_image
 from engine.losses import batch_loss_value
-from engine.noise import add_noise, make_noise, sample_timesteps, v_target
+from engine.noise import make_noise, make_noisy_latents, sample_timesteps, v_target
 from engine.plan import Sample
 from engine.setup import derive_generator
 from engine.text_encoding import encode, tokenize
@@ -93,9 +93,10 @@ def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Te
         multires_discount=tr.multires_noise_discount,
     )
     timesteps = sample_timesteps(len(batch), tr.min_timestep, tr.max_timestep, generator)
-    noisy = add_noise(latents, noise, timesteps, session.alphas_cumprod.cpu(), generator, ip_noise_gamma=tr.ip_noise_gamma)
+    alphas = session.alphas_cumprod
+    noisy = make_noisy_latents(latents, noise, timesteps, alphas, generator, ip_noise_gamma=tr.ip_noise_gamma)
     if cfg.model.v_parameterization:
-        target = v_target(latents, noise, timesteps, session.alphas_cumprod.cpu())
+        target = v_target(latents, noise, timesteps, alphas)
     else:
         target = noise
 
@@ -114,7 +115,8 @@ def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Te
         target.float(),
         timesteps,
         sample_weights=weights,
-        alphas_cumprod=session.alphas_cumprod,
+        alphas_cumprod=alphas.to(device),
+        all_snr=session.all_snr,
         loss_type=tr.loss_type,
         huber_c=tr.huber_c,
         huber_schedule=tr.huber_schedule,
