@@ -54,19 +54,20 @@ class Written:
     def _save_configs(self, out: Path) -> None:
         self.model.unet.save_config(out / "unet")
         self.model.vae.save_config(out / "vae")
-        for name, encoder in zip(ENCODER_FOLDERS, self.model.text_encoders):
+        for name, encoder in zip(ENCODER_FOLDERS, self.model.text_encoders, strict=False):
             encoder.config.save_pretrained(out / name)
 
     def _save_folder(self) -> None:
         m = self.model
         m.unet.save_pretrained(self.folder / "unet")
         m.vae.save_pretrained(self.folder / "vae")
+        xl = self.family == ModelFamily.SDXL
         index = {
-            "_class_name": "StableDiffusionXLPipeline" if self.family == ModelFamily.SDXL else "StableDiffusionPipeline",
+            "_class_name": "StableDiffusionXLPipeline" if xl else "StableDiffusionPipeline",
             "unet": ["diffusers", "UNet2DConditionModel"],
             "vae": ["diffusers", "AutoencoderKL"],
         }
-        for name, encoder in zip(ENCODER_FOLDERS, m.text_encoders):
+        for name, encoder in zip(ENCODER_FOLDERS, m.text_encoders, strict=False):
             encoder.save_pretrained(self.folder / name)
             index[name] = ["transformers", type(encoder).__name__]
         (self.folder / "model_index.json").write_text(json.dumps(index))
@@ -82,7 +83,7 @@ def assert_same_weights(expected, loaded) -> None:
     for name, module in (("unet", expected.unet), ("vae", expected.vae)):
         assert_same_module(module, getattr(loaded, name), name)
     assert len(expected.text_encoders) == len(loaded.text_encoders)
-    for i, (a, b) in enumerate(zip(expected.text_encoders, loaded.text_encoders)):
+    for i, (a, b) in enumerate(zip(expected.text_encoders, loaded.text_encoders, strict=True)):
         assert type(a) is type(b)
         assert_same_module(a, b, f"text encoder {i}")
 
@@ -151,7 +152,8 @@ def test_loads_every_layout_bit_exact(written, family, layout):
 
 
 def test_tokenizers_pad_as_each_encoder_expects(written):
-    loaded = load_base_model(str(written[ModelFamily.SDXL].safetensors), config_dir=written[ModelFamily.SDXL].config_dir)
+    w = written[ModelFamily.SDXL]
+    loaded = load_base_model(str(w.safetensors), config_dir=w.config_dir)
     assert [t.pad_token for t in loaded.tokenizers] == ["<|endoftext|>", "!"]
     assert loaded.tokenizers[0]("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
 

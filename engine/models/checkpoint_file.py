@@ -96,7 +96,7 @@ def load_pickled_checkpoint(path: Path) -> Any:
             magic = handle.read(4)
     except OSError as err:
         raise ModelError(f"cannot read {path}: {err.strerror or err}") from err
-    if not (magic.startswith(_ZIP_MAGIC) or magic.startswith(_PICKLE_MAGIC)):
+    if not magic.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
         raise ModelError(
             f"{path} is not a PyTorch checkpoint (it starts with {magic!r}, not a zip or pickle "
             f"header); {_REDOWNLOAD}, or give a .safetensors/.ckpt model file"
@@ -140,9 +140,7 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     elif suffix in PICKLE_SUFFIXES:
         state = load_pickled_checkpoint(path)
     else:
-        raise ModelError(
-            f"{path} has the suffix {path.suffix!r}; expected one of {', '.join(WEIGHT_SUFFIXES)}"
-        )
+        raise ModelError(f"{path} is not a model file: expected a {', '.join(WEIGHT_SUFFIXES)} file")
     while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state:

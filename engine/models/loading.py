@@ -17,13 +17,14 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from engine.config import ModelFamily
 from engine.errors import ModelError
-from engine.models.checkpoint_file import WEIGHT_SUFFIXES, load_state_dict
+from engine.models.checkpoint_file import load_state_dict
 from engine.models.components import BaseComponents
 from engine.models.detect import Detection, detect_folder, family_from_keys, short_name
 from engine.models.tokenizer import EOS_PAD, OPENCLIP_PAD, load_clip_tokenizer
@@ -182,8 +183,9 @@ def _from_pretrained(cls, root: Path, subfolder: str, dtype: Any):
     missing = list(info.get("missing_keys") or [])
     if missing:
         raise ModelError(
-            f"{folder} lacks {len(missing)} of the weights its config.json needs (e.g. {', '.join(sorted(missing)[:3])}); "
-            "the folder is incomplete or its config does not match its weights"
+            f"{folder} lacks {len(missing)} of the weights its config.json needs "
+            f"(e.g. {', '.join(sorted(missing)[:3])}); the folder is incomplete or its config does not "
+            "match its weights"
         )
     model.eval()
     return model
@@ -194,7 +196,7 @@ def _weights_variant(folder: Path) -> str | None:
     weights = [p.name for p in folder.iterdir() if p.name.endswith((".safetensors", ".bin"))]
     if not weights or any(name.count(".") == 1 for name in weights):
         return None
-    return sorted(name.split(".")[-2].split("-")[0] for name in weights)[0]
+    return min(name.split(".")[-2].split("-")[0] for name in weights)
 
 
 # --- single files --------------------------------------------------------------------------------
@@ -206,8 +208,6 @@ def _load_single_file(
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 
-    if path.suffix.lower() not in WEIGHT_SUFFIXES:
-        raise ModelError(f"{path} is not a model file: expected a {', '.join(WEIGHT_SUFFIXES)} file or a diffusers folder")
     state = load_state_dict(path)
     found = family_from_keys(state, path)
     family = _resolve_family(requested, found, path)
@@ -218,25 +218,21 @@ def _load_single_file(
     elif family == ModelFamily.SD2:
         notes.append(_sd2_note(v_parameterization))
 
-    def unet_loader(cfg: str, sub: str):
-        return UNet2DConditionModel.from_single_file(
-            state, config=cfg, subfolder=sub, local_files_only=True, torch_dtype=dtype
+    # each loader is called with config=<folder> and subfolder=<component>
+    common = {"local_files_only": True, "torch_dtype": dtype}
+    unet = _single_file_component(partial(UNet2DConditionModel.from_single_file, state, **common), root, "unet", path)
+    vae = _single_file_component(partial(AutoencoderKL.from_single_file, state, **common), root, "vae", path)
+    encoders = [
+        # the text-encoder half of diffusers' pipeline-level from_single_file (transformers
+        # models have no from_single_file of their own)
+        _single_file_component(
+            partial(create_diffusers_clip_model_from_ldm, _encoder_class(slot), state, **common),
+            root,
+            slot.subfolder,
+            path,
         )
-
-    def vae_loader(cfg: str, sub: str):
-        return AutoencoderKL.from_single_file(state, config=cfg, subfolder=sub, local_files_only=True, torch_dtype=dtype)
-
-    def encoder_loader(slot: TextEncoderSlot):
-        def load(cfg: str, sub: str):
-            return create_diffusers_clip_model_from_ldm(
-                _encoder_class(slot), state, subfolder=sub, config=cfg, local_files_only=True, torch_dtype=dtype
-            )
-
-        return load
-
-    unet = _single_file_component(unet_loader, root, "unet", path)
-    vae = _single_file_component(vae_loader, root, "vae", path)
-    encoders = [_single_file_component(encoder_loader(s), root, s.subfolder, path) for s in TEXT_ENCODERS[family]]
+        for slot in TEXT_ENCODERS[family]
+    ]
     return BaseComponents(
         family=family,
         unet=unet,
@@ -272,7 +268,7 @@ def _single_file_component(
         raise ModelError(f"{config_file} is missing: {root} is not a complete config folder")
     against = against or str(config_file)
     try:
-        model = load(str(root), subfolder)
+        model = load(config=str(root), subfolder=subfolder)
     except (SingleFileComponentError, ValueError, RuntimeError, KeyError, OSError) as err:
         raise ModelError(f"the {subfolder} weights in {path} do not fit {against} ({_why(err)}); {hint}") from err
     empty = [name for name, t in chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
@@ -300,11 +296,7 @@ def load_vae_file(path: Path, like: Any, dtype: Any = None):
         # from_single_file takes the architecture from a folder; write the base VAE's config there
         like.save_config(Path(tmp) / "vae")
 
-        def load(cfg: str, sub: str):
-            return AutoencoderKL.from_single_file(
-                state, config=cfg, subfolder=sub, local_files_only=True, torch_dtype=dtype or like.dtype
-            )
-
+        load = partial(AutoencoderKL.from_single_file, state, local_files_only=True, torch_dtype=dtype or like.dtype)
         return _single_file_component(
             load,
             Path(tmp),
