@@ -19,8 +19,6 @@ from engine.config import SECTIONS, TrainConfig, combination_problems, section_m
 from wizard.checks import AnswerError
 from wizard.questions import ASK, Draft, Kind, Question, offered_choices
 
-TEXT_KINDS = (Kind.TEXT, Kind.INT, Kind.FLOAT, Kind.FILE, Kind.DIR)
-
 
 def ask_question(q: Question, draft: Draft, texts: dict[str, Any], console: Console) -> Any:
     """Ask `q` until the answer is valid and return the value for its field (a bool for a gate).
