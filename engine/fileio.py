@@ -25,6 +25,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, overwrite: bool =
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes it private; give it a normal file's mode
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
@@ -35,6 +36,12 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, overwrite: bool =
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str, *, overwrite: bool = False) -> Path:

@@ -13,7 +13,7 @@ from engine.config import Optimizer, TrainConfig
 from engine.events import SilentReporter
 from engine.runner import preflight, run_one
 
-# The demo UNet has 4 Transformer2DModels (down 0, mid, up 1 x2) with 1 transformer block each:
+# The demo UNet has 4 Transformer2DModels (down 2, mid, up 0 x2) with 1 transformer block each:
 # 10 Linear layers per block (attn1 q/k/v/out, attn2 q/k/v/out, ff in/out) + proj_in + proj_out.
 DEMO_UNET_MODULES = 4 * 12
 # The demo text encoder has 2 layers x (q, k, v, out, fc1, fc2).
@@ -67,7 +67,7 @@ def test_lora_file_has_the_kohya_keys_and_metadata(demo_run):
     names = {k.split(".")[0] for k in keys}
     assert len(names) == DEMO_UNET_MODULES + DEMO_TE_MODULES
     assert len(keys) == 3 * len(names)  # lora_down.weight, lora_up.weight, alpha
-    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" in names
+    assert "lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_q" in names
     assert "lora_unet_mid_block_attentions_0_proj_in" in names
     assert "lora_te_text_model_encoder_layers_1_mlp_fc2" in names
     assert all(n.startswith(("lora_unet_", "lora_te_text_model_encoder_layers_")) for n in names)
@@ -105,12 +105,12 @@ def test_lora_loads_in_diffusers_and_changes_the_image(demo_run):
     """The compatibility check that matters: diffusers' kohya loader reads our file."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from engine.models.tiny import build_tiny
+    from engine.models.tiny import build_demo
 
     _, _, result, _ = demo_run
 
     def image(with_lora: bool):
-        m = build_tiny()
+        m = build_demo()
         pipe = StableDiffusionPipeline(
             vae=m.vae, text_encoder=m.text_encoders[0], tokenizer=m.tokenizers[0], unet=m.unet,
             scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False),

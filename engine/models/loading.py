@@ -117,12 +117,12 @@ def _resolve_family(requested: ModelFamily, found: Detection, source: Path | str
 
 
 def _load_builtin(spec: str, requested: ModelFamily, dtype: Any) -> BaseComponents:
-    from engine.models.tiny import build_tiny
+    from engine.models.tiny import build_demo, build_tiny
 
     if spec not in BUILTIN_MODELS:
         raise ModelError(f"unknown built-in model {spec!r}; choose one of {', '.join(BUILTIN_MODELS)}")
     family = _resolve_family(requested, Detection(BUILTIN_MODELS[spec], "built in"), spec)
-    components = build_tiny(family)
+    components = build_demo() if spec == "builtin:demo" else build_tiny(family)
     components.source = spec
     components.notes.append(f"{spec}: a tiny {short_name(family)} model with random weights (demo and tests)")
     if dtype is not None:
