@@ -27,7 +27,7 @@ from engine.errors import ModelError  # noqa: E402
 from engine.models.checkpoint_file import checkpoint_keys  # noqa: E402
 from engine.models.detect import describe_family, detect, detect_family  # noqa: E402
 from engine.models.loading import CONFIG_ROOT, load_base_model, shipped_config_dir  # noqa: E402
-from engine.models.tiny import build_tiny  # noqa: E402
+from engine.models.tiny import build_demo, build_tiny  # noqa: E402
 
 FAMILIES = [ModelFamily.SD1, ModelFamily.SD2, ModelFamily.SDXL]
 ENCODER_FOLDERS = ["text_encoder", "text_encoder_2"]
@@ -178,7 +178,8 @@ def test_family_mismatch_names_both(written, layout):
 def test_builtin_models():
     demo = load_base_model("builtin:demo")
     assert demo.family == ModelFamily.SD1 and demo.source == "builtin:demo"
-    assert_same_weights(build_tiny(ModelFamily.SD1), demo)
+    assert_same_weights(build_demo(), demo)
+    assert_same_weights(build_tiny(ModelFamily.SD1), load_base_model("builtin:tiny-sd1"))
     assert load_base_model("builtin:tiny-sdxl").family == ModelFamily.SDXL
     with pytest.raises(ModelError, match="builtin:tiny-sd2"):
         load_base_model("builtin:tiny-sd3")
