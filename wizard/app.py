@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console()
+    console = Console(soft_wrap=True)  # paths and messages stay on one line, so they can be copied
     args = build_parser().parse_args(argv)
     from engine.errors import LoraWizardError
 
