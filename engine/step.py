@@ -78,6 +78,9 @@ def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Te
     device = acc.device
     rng = random.Random(f"step:{tr.seed}:{epoch}:{index}:{acc.process_index}")
     generator = derive_generator(tr.seed, "step", epoch, index, acc.process_index)
+    # the LoRA dropouts draw from torch's global generator: seed it per step too, so a resumed run
+    # draws exactly what the uninterrupted one did
+    torch.manual_seed(derive_generator(tr.seed, "dropout", epoch, index, acc.process_index).initial_seed())
 
     captions = batch_captions(session, batch, epoch, rng)
     latents = batch_latents(session, batch, rng, generator)
