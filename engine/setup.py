@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -49,6 +50,7 @@ class Session:
     metadata: dict[str, str]
     reporter: Reporter
     extra_files: list[Path] = field(default_factory=list)
+    start: Any = None  # engine.train_state.Position when resuming a saved state
 
     @property
     def trainable(self) -> list[torch.nn.Parameter]:
@@ -67,6 +69,18 @@ class Session:
         path = save_lora(self, self.run_dir, epoch, step, suffix)
         self.reporter.saved(path)
         return [path]
+
+    def maybe_stop_text_encoder(self, step: int) -> None:
+        """training.stop_text_encoder_training: after that share of the steps, the text encoder's
+        LoRA stops learning (its gradients stop; the optimizer skips parameters without one)."""
+        percent = self.cfg.training.stop_text_encoder_training
+        if not percent or not self.train_text_encoder:
+            return
+        if step >= math.ceil(self.plan.total_steps * percent / 100):
+            for module in self.accelerator.unwrap_model(self.network).text_encoder_loras:
+                module.requires_grad_(False)
+            self.train_text_encoder = False
+            self.reporter.notice(f"step {step}: the text encoder stops training ({percent}% of the steps)")
 
     def release(self) -> None:
         """Drop the model and optimizer so the next run of a queue starts with free memory."""
@@ -132,7 +146,8 @@ def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter) -> Latent
 def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
     from engine.lr_schedule import make_lambda_scheduler
     from engine.models.loading import load_base_model
-    from engine.network.inject import create_network
+    from engine.network.inject import create_network, ranks_from_state_dict
+    from engine.train_state import check_compatible, load_state, read_position
     from engine.losses import compute_snr
     from engine.noise import ddpm_alphas_cumprod
     from engine.metadata import RunFacts, network_args, training_metadata
@@ -176,10 +191,17 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
         for encoder in model.text_encoders:
             encoder.gradient_checkpointing_enable()
 
-    network = create_network(model, cfg.network, train_unet=train_unet, train_text_encoder=train_te)
+    cfg, start_weights = _start_weights(cfg, reporter)
+    network = create_network(
+        model,
+        cfg.network,
+        train_unet=train_unet,
+        train_text_encoder=train_te,
+        rank_for=ranks_from_state_dict(start_weights) if start_weights is not None else None,
+    )
     network.apply()
-    if cfg.network.network_weights:
-        network.load_weights(cfg.network.network_weights)
+    if start_weights is not None:
+        network.load_weights(start_weights)
         reporter.notice(f"started from the weights of {cfg.network.network_weights}")
     network.to(device, dtype=torch.float32)
 
@@ -195,6 +217,14 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
         power=cfg.optim.lr_scheduler_power,
     )
     network, optimizer, scheduler = acc.prepare(network, optimizer, scheduler)
+    start = None
+    if cfg.saving.resume is not None:
+        start = read_position(cfg.saving.resume)
+        check_compatible(start, seed=cfg.training.seed, num_processes=acc.num_processes, folder=cfg.saving.resume)
+        load_state(cfg.saving.resume, acc.unwrap_model(network), optimizer, scheduler)
+        reporter.notice(
+            f"resuming {cfg.saving.resume}: epoch {start.epoch}, step {start.step} of {plan.total_steps}"
+        )
     alphas = ddpm_alphas_cumprod(zero_terminal_snr=cfg.training.zero_terminal_snr)
     all_snr = compute_snr(ddpm_alphas_cumprod()).to(device)
 
@@ -229,7 +259,36 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
         metadata=training_metadata(cfg, plan, facts),
         reporter=reporter,
         extra_files=extra_files,
+        start=start,
     )
+
+
+def _start_weights(cfg: TrainConfig, reporter: Reporter):
+    """The LoRA to start from (network.network_weights), and the config with its dims.
+
+    The file's ranks and alphas win over network.dim/alpha when they differ (the weights only fit
+    the shapes they were trained with); the user is told which values are used.
+    """
+    from engine.network.inject import read_dim_alpha
+    from engine.network.lora_file import load_lora_file
+
+    if cfg.network.network_weights is None:
+        return cfg, None
+    state_dict, _ = load_lora_file(cfg.network.network_weights)
+    dim, alpha, conv_dim, conv_alpha = read_dim_alpha(state_dict)
+    file_values = {"dim": dim, "alpha": alpha, "conv_dim": conv_dim, "conv_alpha": conv_alpha}
+    net = cfg.network
+    differs = {k: v for k, v in file_values.items() if v is not None and getattr(net, k) != v}
+    if differs and not net.dim_from_weights:
+        shown = ", ".join(f"network.{k}={getattr(net, k)} -> {v}" for k, v in differs.items())
+        reporter.notice(f"{net.network_weights} was trained with other ranks; using the file's: {shown}")
+    if differs:
+        data = cfg.model_dump()
+        data["network"].update(differs)
+        if conv_dim is not None and data["network"]["type"] == "lora":
+            data["network"]["type"] = "locon"
+        cfg = TrainConfig.model_validate(data)
+    return cfg, state_dict
 
 
 def read_captions(plan) -> dict[Path, str]:

@@ -2,11 +2,13 @@
 
     setup (plan, model, latents, LoRA, optimizer; engine/setup.py)
     -> for each epoch, for each batch: loss (engine/step.py), backward, optimizer step
-    -> save every N epochs / steps and at the end (engine/saving.py) -> RunResult
+    -> save every N epochs / steps and at the end (engine/saving.py), states for exact resume
+    -> RunResult
 
 Every random draw of a step comes from generators derived from (seed, epoch, batch), so a run is
-reproducible. The loss is read back from the device only every `LOSS_READ_EVERY` steps: a host
-sync per step would stall the GPU.
+reproducible, and a resumed run continues exactly: it skips the batches already trained and
+draws what the uninterrupted run would have drawn. The loss is read back from the device only
+every `LOSS_READ_EVERY` steps: a host sync per step would stall the GPU.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from engine.config import TrainConfig
 from engine.errors import TrainingError
 from engine.events import Reporter, RunResult, StepStats, StopSignal
 from engine.plan import epoch_batches
+from engine.train_state import Position, prune_states, save_state, state_dir_name
 
 LOSS_READ_EVERY = 10
 
@@ -34,17 +37,25 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
     stop = stop or StopSignal()
     started = time.monotonic()
     session = prepare_session(cfg, run_dir, reporter)
-    plan, acc, opt = session.plan, session.accelerator, cfg.optim
-    saving = cfg.saving
+    cfg = session.cfg  # dims may come from network.network_weights
+    plan, acc, opt, saving = session.plan, session.accelerator, cfg.optim, cfg.saving
+    saver = Saver(session, run_dir)
     files: list[Path] = list(session.extra_files)
     reporter.phase("training")
     reporter.started(plan.total_steps, plan.epochs)
 
-    step, epoch, status = 0, 0, "done"
+    start = session.start
+    step = start.step if start else 0
+    epoch = (start.epoch if start else 1) - 1
+    skip = start.batches_done if start else 0
+    status, batches = "done", []
     loss_sum, loss_count, shown_loss = None, 0, None
     while step < plan.total_steps and status == "done":
         epoch += 1
-        for index, batch in enumerate(_rank_share(epoch_batches(plan, cfg.training.seed, epoch, cfg.dataset.flip_aug), acc)):
+        batches = _rank_share(epoch_batches(plan, cfg.training.seed, epoch, cfg.dataset.flip_aug), acc)
+        for index, batch in enumerate(batches):
+            if index < skip:
+                continue  # trained before the resume
             with acc.accumulate(session.network):
                 loss = session.batch_loss(batch, epoch, index)
                 acc.backward(loss)
@@ -58,29 +69,84 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
             if not acc.sync_gradients:
                 continue
             step += 1
+            here = Position(epoch, index + 1, step, cfg.training.seed, acc.num_processes, plan.total_steps)
             if step % LOSS_READ_EVERY == 0 or step == plan.total_steps or stop.requested:
                 shown_loss = _read_loss(loss_sum, loss_count, step)
                 loss_sum, loss_count = None, 0
-            lr = session.scheduler.get_last_lr()[0]
-            reporter.step(StepStats(step, plan.total_steps, epoch, plan.epochs, shown_loss, lr))
+            reporter.step(StepStats(step, plan.total_steps, epoch, plan.epochs, shown_loss, session.scheduler.get_last_lr()[0]))
+            session.maybe_stop_text_encoder(step)
             if step >= plan.total_steps:
                 break
             if saving.save_every_n_steps and step % saving.save_every_n_steps == 0:
-                files += session.save(epoch, step, f"step{step:08d}")
+                files += saver.save(epoch, step, f"step{step:08d}", here, kind="step")
+            elif saver.state_due():
+                files += saver.save_state_only(f"step{step:08d}", here)
             if stop.requested:
                 status = "interrupted"
                 break
         else:
+            after_epoch = Position(epoch + 1, 0, step, cfg.training.seed, acc.num_processes, plan.total_steps)
             if saving.save_every_n_epochs and epoch % saving.save_every_n_epochs == 0 and step < plan.total_steps:
-                files += session.save(epoch, step, f"{epoch:06d}")
+                files += saver.save(epoch, step, f"{epoch:06d}", after_epoch, kind="epoch")
+        skip = 0
 
-    files += session.save(epoch, step, "interrupted" if status == "interrupted" else None)
+    final = Position(epoch, len(batches), step, cfg.training.seed, acc.num_processes, plan.total_steps)
+    if status == "interrupted":
+        final = here
+    files += saver.save(epoch, step, "interrupted" if status == "interrupted" else None, final, kind=None)
     acc.wait_for_everyone()
     result = RunResult(run_dir, status, step, plan.total_steps, files, time.monotonic() - started)
     session.release()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result
+
+
+class Saver:
+    """LoRA files and (with saving.save_state) training states, on the main process only."""
+
+    def __init__(self, session, run_dir: Path) -> None:
+        self.session = session
+        self.run_dir = run_dir
+        self.cfg = session.cfg
+        self.base = self.cfg.saving.output_name or "last"
+        self.last_state_time = time.monotonic()
+
+    def save(self, epoch: int, step: int, suffix: str | None, position: Position, kind: str | None) -> list[Path]:
+        sv = self.cfg.saving
+        files = self.session.save(epoch, step, suffix)
+        if sv.save_state:
+            files += self.save_state_only(suffix, position)
+        if kind is None or not self.session.accelerator.is_main_process:
+            return files
+        if sv.save_last_n_epochs if kind == "epoch" else sv.save_last_n_steps:
+            from engine.saving import prune_old_saves
+
+            prune_old_saves(self.run_dir, self.cfg, kind, step if kind == "step" else epoch)
+        keep_states = sv.save_last_n_steps_state if kind == "step" else sv.save_last_n_epochs_state
+        if keep_states:
+            prune_states(self.run_dir, self.base, kind, keep_states)
+        return files
+
+    def state_due(self) -> bool:
+        minutes = self.cfg.saving.save_state_every_n_minutes
+        return bool(minutes) and time.monotonic() - self.last_state_time >= minutes * 60
+
+    def save_state_only(self, suffix: str | None, position: Position) -> list[Path]:
+        self.last_state_time = time.monotonic()
+        acc = self.session.accelerator
+        acc.wait_for_everyone()
+        if not acc.is_main_process:
+            return []
+        folder = self.run_dir / state_dir_name(self.base, suffix)
+        if folder.exists():
+            return []  # a step save and a timed save at the same step: one state is enough
+        path = save_state(folder, acc.unwrap_model(self.session.network), self.session.optimizer, self.session.scheduler, position)
+        self.session.reporter.saved(path)
+        keep = self.cfg.saving.save_last_n_steps_state
+        if keep and suffix and suffix.startswith("step"):
+            prune_states(self.run_dir, self.base, "step", keep)
+        return [path]
 
 
 def _rank_share(batches: list, acc) -> list:
