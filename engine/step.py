@@ -18,7 +18,7 @@ from engine.losses import batch_loss_value
 from engine.noise import make_noise, make_noisy_latents, sample_timesteps, v_target
 from engine.plan import Sample
 from engine.setup import derive_generator
-from engine.text_encoding import encode, tokenize
+from engine.text_cache import encode_captions
 
 
 def batch_captions(session, batch: list[Sample], epoch: int, rng: random.Random) -> list[str]:
@@ -65,11 +65,15 @@ def sdxl_time_ids(batch: list[Sample]) -> torch.Tensor:
 
 
 def conditioning(session, captions: list[str]):
-    model, cfg = session.components, session.cfg
+    """The UNet's conditioning: from the text-encoder cache when setup built one (frozen encoders,
+    fixed captions; engine/text_cache.py), else encoded now, with gradients only when a text
+    encoder trains (a frozen encoder needs no graph)."""
     device = session.accelerator.device
-    ids = [tokenize(tok, captions, cfg.model.max_token_length).to(device) for tok in model.tokenizers]
+    cache = getattr(session, "text_cache", None)  # Session.text_cache once setup builds it
+    if cache is not None:
+        return cache.conditioning(captions, device)
     with torch.set_grad_enabled(session.train_text_encoder), session.accelerator.autocast():
-        return encode(model.family, model.text_encoders, ids, cfg.model.clip_skip)
+        return encode_captions(session.components, captions, session.cfg.model, device)
 
 
 def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Tensor:
