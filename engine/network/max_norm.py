@@ -32,10 +32,13 @@ def apply_max_norm(network, max_norm: float, device: torch.device | str | None =
     """Scale every module whose update norm exceeds `max_norm` down to it.
 
     Returns (modules scaled, mean norm after scaling, largest norm after scaling). `device` is where
-    the norms are computed (default: where each module's weights are).
+    the norms are computed (default: where each module's weights are). A network with its own
+    `apply_max_norm` method (LoHa/LoKr) is handed to it.
     """
     if max_norm <= 0:
         raise ValueError(f"max_norm must be positive, got {max_norm}")
+    if hasattr(network, "apply_max_norm"):  # LoHa/LoKr: LyCORIS' own rule (lycoris_adapter)
+        return network.apply_max_norm(max_norm, device)
     modules: list[LoraModule] = list(network.loras)
     if not modules:
         return 0, 0.0, 0.0
