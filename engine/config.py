@@ -349,13 +349,6 @@ NOT_SUPPORTED_YET: dict[str, str] = {
     "optim.full_fp16": "LoRA weights train in fp32",
     "optim.full_bf16": "LoRA weights train in fp32",
     "optim.scale_weight_norms": "no max-norm regularisation",
-    "saving.save_last_n_epochs": "every epoch save is kept",
-    "saving.save_last_n_steps": "every step save is kept",
-    "sampling.sample_prompts": "no sample images are generated",
-    "sampling.sample_every_n_epochs": "no sample images are generated",
-    "sampling.sample_every_n_steps": "no sample images are generated",
-    "logging.log_dir": "no TensorBoard logs are written",
-    "logging.log_prefix": "no TensorBoard logs are written",
 }
 # Values of an otherwise supported option that are not built yet.
 NOT_SUPPORTED_VALUES: dict[str, tuple[Any, ...]] = {

@@ -125,9 +125,11 @@ def optimizer_kwargs(name: Optimizer, raw_args: dict[str, Any]) -> dict[str, Any
     return {**REGISTRY[name].defaults, **parse_optimizer_args(raw_args)}
 
 
-def build_optimizer(name: Optimizer, param_groups: list[dict], raw_args: dict[str, Any]):
+def build_optimizer(name: Optimizer, param_groups: list[dict], raw_args: dict[str, Any], *, lr: float):
+    """`lr` is the default for groups without their own (some optimizers require it, and LR
+    schedules that end at an absolute value are relative to it)."""
     check_available(name)
-    kwargs = optimizer_kwargs(name, raw_args)
+    kwargs = {"lr": lr, **optimizer_kwargs(name, raw_args)}
     try:
         return REGISTRY[name].build(param_groups, kwargs)
     except TypeError as exc:  # an argument the optimizer does not take

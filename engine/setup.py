@@ -50,7 +50,42 @@ class Session:
     metadata: dict[str, str]
     reporter: Reporter
     extra_files: list[Path] = field(default_factory=list)
+    sample_prompts: list = field(default_factory=list)  # engine.sampling.SamplePrompt
+    train_log: Any = None  # engine.tracking.TrainLog or NullTrainLog
     start: Any = None  # engine.train_state.Position when resuming a saved state
+    text_cache: Any = None  # engine.text_cache.TextCache when the text-encoder outputs are cached
+
+    def sample(self, epoch: int, step: int, epoch_end: bool) -> list[Path]:
+        """Sample images on the main process (the others wait), shown in TensorBoard too."""
+        from engine.sampling import generate_samples, sample_tag
+
+        acc, cfg = self.accelerator, self.cfg
+        paths: list[Path] = []
+        if acc.is_main_process:
+            encoders_were = [next(e.parameters()).device for e in self.components.text_encoders]
+            for encoder in self.components.text_encoders:
+                encoder.to(acc.device)  # the text cache may have parked them on the CPU
+            paths = generate_samples(
+                self.components,
+                acc.unwrap_model(self.network),
+                self.sample_prompts,
+                sampler=cfg.sampling.sample_sampler,
+                seed=cfg.training.seed,
+                out_dir=self.run_dir / "sample",
+                tag=sample_tag(cfg.saving.output_name, epoch, step, epoch_end),
+                device=acc.device,
+                dtype=self.weight_dtype,
+                clip_skip=cfg.model.clip_skip,
+                v_parameterization=cfg.model.v_parameterization,
+                max_token_length=cfg.model.max_token_length,
+                default_size=cfg.dataset.width_height,
+            )
+            for encoder, device in zip(self.components.text_encoders, encoders_were):
+                encoder.to(device)
+            self.train_log.samples(step, paths)
+            self.reporter.notice(f"sample images at step {step}: {paths[-1]}")
+        acc.wait_for_everyone()
+        return paths
 
     @property
     def trainable(self) -> list[torch.nn.Parameter]:
@@ -85,6 +120,7 @@ class Session:
     def release(self) -> None:
         """Drop the model and optimizer so the next run of a queue starts with free memory."""
         self.accelerator.unwrap_model(self.network).remove()
+        self.train_log.close()
         self.components = self.network = self.optimizer = self.scheduler = self.latents = None
 
 
@@ -147,13 +183,17 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
     from engine.lr_schedule import make_lambda_scheduler
     from engine.models.loading import load_base_model
     from engine.network.inject import create_network, ranks_from_state_dict
+    from engine.text_cache import build_text_cache
     from engine.train_state import check_compatible, load_state, read_position
     from engine.losses import compute_snr
     from engine.noise import ddpm_alphas_cumprod
     from engine.metadata import RunFacts, network_args, training_metadata
     from engine.optim import build_optimizer, describe_optimizer
+    from engine.sampling import parse_prompt_file
     from engine.saving import write_tag_file
+    from engine.tracking import open_train_log
 
+    prompts = parse_prompt_file(cfg.sampling.sample_prompts) if cfg.sampling.sample_prompts else []
     acc = make_accelerator(cfg, reporter)
     plan = make_plan(cfg, acc.num_processes)
     started_at = time.time()
@@ -185,6 +225,10 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
     model.unet.to(device, dtype=weight_dtype)
     for encoder in model.text_encoders:
         encoder.to(device, dtype=weight_dtype)
+    text_cache = build_text_cache(cfg, plan, captions, model, acc, reporter)  # None unless unet_only + fixed captions
+    if text_cache is not None:
+        for encoder in model.text_encoders:
+            encoder.to("cpu")  # the steps read the cache; on the device the encoders would only hold memory
     _set_attention(cfg, model.unet, reporter)
     if cfg.optim.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
@@ -207,7 +251,8 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
 
     lr = cfg.optim.learning_rate
     groups = network.param_groups(unet_lr=cfg.optim.unet_lr or lr, text_encoder_lr=cfg.optim.text_encoder_lr or lr)
-    optimizer = build_optimizer(cfg.optim.optimizer, groups, cfg.optim.optimizer_args)
+    optimizer = build_optimizer(cfg.optim.optimizer, groups, cfg.optim.optimizer_args, lr=lr)
+    optimizer_name = describe_optimizer(optimizer, cfg.optim.optimizer, cfg.optim.optimizer_args)
     scheduler = make_lambda_scheduler(
         optimizer,
         scheduler=cfg.optim.lr_scheduler,
@@ -232,7 +277,7 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
         family=model.family,
         session_id=random.Random(f"session:{started_at}").randint(0, 2**32),
         started_at=started_at,
-        optimizer=describe_optimizer(optimizer, cfg.optim.optimizer, cfg.optim.optimizer_args),
+        optimizer=optimizer_name,
         tag_frequency=tag_frequency(plan, captions),
         network_args=network_args(cfg),
     )
@@ -260,6 +305,9 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
         reporter=reporter,
         extra_files=extra_files,
         start=start,
+        text_cache=text_cache,
+        sample_prompts=prompts,
+        train_log=open_train_log(cfg, run_dir, is_main_process=acc.is_main_process),
     )
 
 

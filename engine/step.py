@@ -69,7 +69,7 @@ def conditioning(session, captions: list[str]):
     fixed captions; engine/text_cache.py), else encoded now, with gradients only when a text
     encoder trains (a frozen encoder needs no graph)."""
     device = session.accelerator.device
-    cache = getattr(session, "text_cache", None)  # Session.text_cache once setup builds it
+    cache = session.text_cache
     if cache is not None:
         return cache.conditioning(captions, device)
     with torch.set_grad_enabled(session.train_text_encoder), session.accelerator.autocast():

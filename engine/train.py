@@ -34,6 +34,9 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
     quiet_heavy_imports()
     import torch
 
+    from engine.sampling import should_sample
+    from engine.tracking import learning_rates
+
     stop = stop or StopSignal()
     started = time.monotonic()
     session = prepare_session(cfg, run_dir, reporter)
@@ -48,7 +51,7 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
     step = start.step if start else 0
     epoch = (start.epoch if start else 1) - 1
     skip = start.batches_done if start else 0
-    status, batches = "done", []
+    status, batches, ended_epoch = "done", [], 0
     loss_sum, loss_count, shown_loss = None, 0, None
     while step < plan.total_steps and status == "done":
         epoch += 1
@@ -70,11 +73,16 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
                 continue
             step += 1
             here = Position(epoch, index + 1, step, cfg.training.seed, acc.num_processes, plan.total_steps)
-            if step % LOSS_READ_EVERY == 0 or step == plan.total_steps or stop.requested:
-                shown_loss = _read_loss(loss_sum, loss_count, step)
+            fresh_loss = None
+            epoch_last = index == len(batches) - 1  # one more read per epoch keeps loss/epoch_average exact
+            if step % LOSS_READ_EVERY == 0 or step == plan.total_steps or stop.requested or epoch_last:
+                shown_loss = fresh_loss = _read_loss(loss_sum, loss_count, step)
                 loss_sum, loss_count = None, 0
+            session.train_log.step(step, fresh_loss, learning_rates(session.optimizer))
             reporter.step(StepStats(step, plan.total_steps, epoch, plan.epochs, shown_loss, session.scheduler.get_last_lr()[0]))
             session.maybe_stop_text_encoder(step)
+            if should_sample(cfg.sampling, epoch, step, epoch_end=False):
+                session.sample(epoch, step, epoch_end=False)
             if step >= plan.total_steps:
                 break
             if saving.save_every_n_steps and step % saving.save_every_n_steps == 0:
@@ -85,16 +93,21 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
                 status = "interrupted"
                 break
         else:
+            _end_epoch(session, epoch, step)
+            ended_epoch = epoch
             after_epoch = Position(epoch + 1, 0, step, cfg.training.seed, acc.num_processes, plan.total_steps)
             if saving.save_every_n_epochs and epoch % saving.save_every_n_epochs == 0 and step < plan.total_steps:
                 files += saver.save(epoch, step, f"{epoch:06d}", after_epoch, kind="epoch")
         skip = 0
 
+    if status == "done" and ended_epoch != epoch:
+        _end_epoch(session, epoch, step)  # the last epoch, cut off by the step count
     final = Position(epoch, len(batches), step, cfg.training.seed, acc.num_processes, plan.total_steps)
     if status == "interrupted":
         final = here
     files += saver.save(epoch, step, "interrupted" if status == "interrupted" else None, final, kind=None)
     acc.wait_for_everyone()
+    files = [f for f in files if f not in saver.removed]
     result = RunResult(run_dir, status, step, plan.total_steps, files, time.monotonic() - started)
     session.release()
     if torch.cuda.is_available():
@@ -111,6 +124,7 @@ class Saver:
         self.cfg = session.cfg
         self.base = self.cfg.saving.output_name or "last"
         self.last_state_time = time.monotonic()
+        self.removed: set[Path] = set()  # saves pruned by keep-last-N
 
     def save(self, epoch: int, step: int, suffix: str | None, position: Position, kind: str | None) -> list[Path]:
         sv = self.cfg.saving
@@ -122,7 +136,7 @@ class Saver:
         if sv.save_last_n_epochs if kind == "epoch" else sv.save_last_n_steps:
             from engine.saving import prune_old_saves
 
-            prune_old_saves(self.run_dir, self.cfg, kind, step if kind == "step" else epoch)
+            self.removed.update(prune_old_saves(self.run_dir, self.cfg, kind, step if kind == "step" else epoch))
         keep_states = sv.save_last_n_steps_state if kind == "step" else sv.save_last_n_epochs_state
         if keep_states:
             prune_states(self.run_dir, self.base, kind, keep_states)
@@ -145,8 +159,16 @@ class Saver:
         self.session.reporter.saved(path)
         keep = self.cfg.saving.save_last_n_steps_state
         if keep and suffix and suffix.startswith("step"):
-            prune_states(self.run_dir, self.base, "step", keep)
+            self.removed.update(prune_states(self.run_dir, self.base, "step", keep))
         return [path]
+
+
+def _end_epoch(session, epoch: int, step: int) -> None:
+    from engine.sampling import should_sample
+
+    session.train_log.epoch(epoch)
+    if should_sample(session.cfg.sampling, epoch, step, epoch_end=True):
+        session.sample(epoch, step, epoch_end=True)
 
 
 def _rank_share(batches: list, acc) -> list:

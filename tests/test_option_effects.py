@@ -668,26 +668,9 @@ OPTIMIZER_CLASS = {
 }
 
 
-#: the optimizers are built without lr=: torch's default (1e-3) becomes optimizer.defaults["lr"]
-#: whatever optim.learning_rate says, and an optimizer that has no default LR cannot be built
-NO_LR_PASSED = (
-    "engine/optim.py build_optimizer does not pass lr=optim.learning_rate to the optimizer's constructor "
-    "(sd-scripts: optimizer_class(params, lr=lr, **kwargs))"
-)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason=NO_LR_PASSED + ": bitsandbytes' SGD8bit requires lr"),
-        )
-        if name == Optimizer.SGD_NESTEROV8BIT
-        else name
-        for name in Optimizer
-    ],
-)
+@pytest.mark.parametrize("name", list(Optimizer))
 def test_each_optimizer_trains_two_steps(name, data, monkeypatch):
     lr = 1.0 if name in (Optimizer.DADAPT_ADAM, Optimizer.PRODIGY) else 1e-3  # adaptive ones take ~1
     cfg = make_config(
@@ -731,19 +714,7 @@ def expected_multiplier(kind: LrScheduler, step: int, total: int, warmup: int, l
 
 @pytest.mark.parametrize(
     "scheduler",
-    [
-        pytest.param(
-            kind,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=NO_LR_PASSED + ": the polynomial end LR (1e-7, absolute) is taken relative to "
-                "optimizer.defaults['lr'] = 1e-3 instead of the learning rate",
-            ),
-        )
-        if kind == LrScheduler.POLYNOMIAL
-        else kind
-        for kind in LrScheduler
-    ],
+    list(LrScheduler),
 )
 def test_scheduler_lr_curve_over_a_run(scheduler, data):
     from engine.lr_schedule import lr_multiplier

@@ -178,12 +178,6 @@ def test_training_comment_reaches_the_metadata(named_run):
     assert metadata["ss_output_name"] == "mine" and metadata["modelspec.title"] == "mine"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/setup.py prepare_session calls describe_optimizer on the optimizer returned by "
-    "acc.prepare (accelerate's AcceleratedOptimizer wrapper); describe the built optimizer instead "
-    "(call it before acc.prepare, or on optimizer.optimizer)",
-)
 def test_metadata_names_the_optimizer(named_run):
     _, metadata = load_lora_file(named_run.run_dir / "mine.safetensors")
     assert metadata["ss_optimizer"] == "torch.optim.adamw.AdamW"
@@ -301,10 +295,6 @@ def test_keep_last_n_in_a_run(dataset, tmp_path):
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/config.py still lists saving.save_last_n_epochs / save_last_n_steps in NOT_SUPPORTED_YET",
-)
 def test_the_config_accepts_save_last_n(dataset, tmp_path):
     make_config(
         dataset,
@@ -313,11 +303,6 @@ def test_the_config_accepts_save_last_n(dataset, tmp_path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/train.py Saver.save ignores the files prune_old_saves returns, so RunResult.files "
-    "still lists the deleted saves",
-)
 def test_run_result_lists_only_files_that_exist(dataset, tmp_path):
     cfg = unchecked(
         make_config(dataset, tmp_path, training={"epochs": 4}, saving={"save_every_n_epochs": 1}),
