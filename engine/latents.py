@@ -36,10 +36,18 @@ def load_image(path: Path, choice: Placement, flip: bool, crop_left_top: tuple[i
 
 
 @torch.no_grad()
-def encode_images(vae, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Latents scaled by the VAE's factor, sampled from its distribution with our generator."""
+def encode_images(vae, pixels: torch.Tensor, generator: torch.Generator | list[torch.Generator]) -> torch.Tensor:
+    """Latents scaled by the VAE's factor, sampled from its distribution with our generator(s).
+
+    With one generator per image, an image's latent does not depend on which other images share
+    its VAE batch (vae_batch_size, the split of a batch over processes).
+    """
     dist = vae.encode(pixels.to(vae.device, torch.float32)).latent_dist
-    noise = torch.randn(dist.mean.shape, generator=generator, dtype=torch.float32).to(vae.device)
+    if isinstance(generator, list):
+        noise = torch.stack([torch.randn(dist.mean.shape[1:], generator=g, dtype=torch.float32) for g in generator])
+    else:
+        noise = torch.randn(dist.mean.shape, generator=generator, dtype=torch.float32)
+    noise = noise.to(vae.device)
     latents = dist.mean + dist.std * noise
     return latents * vae.config.scaling_factor
 

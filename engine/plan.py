@@ -98,7 +98,12 @@ def make_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
         counts[item.bucket] += item.uses
 
     per_epoch = batches_per_epoch(dict(counts), tr.batch_size)
-    steps_per_epoch = math.ceil(per_epoch / num_processes / cfg.optim.gradient_accumulation_steps)
+    # One optimizer step trains one global batch: batch_size samples on each process, all from one
+    # bucket. With one process this is sd-scripts' count exactly; with several it can be a step
+    # more per bucket than sd-scripts' ceil(batches / processes), whose processes may each take a
+    # batch from a different bucket.
+    global_batches = batches_per_epoch(dict(counts), tr.batch_size * num_processes)
+    steps_per_epoch = math.ceil(global_batches / cfg.optim.gradient_accumulation_steps)
     if tr.max_steps:
         total = tr.max_steps
         epochs = math.ceil(total / steps_per_epoch)
@@ -132,13 +137,14 @@ class Sample:
 
 
 def epoch_batches(plan: RunPlan, seed: int, epoch: int, flip_aug: bool) -> list[list[Sample]]:
-    """The batches of one epoch (1-based), in training order; same seed and epoch, same batches.
+    """The global batches of one epoch (1-based), in training order; same seed, same batches.
 
     Each image appears `uses` times; batches never mix buckets; the order of samples inside a
     bucket and the order of batches are shuffled with a generator derived from (seed, epoch), so a
     resumed run rebuilds exactly the batches it would have seen.
     """
     rng = random.Random(f"batches:{seed}:{epoch}")
+    size = plan.batch_size * plan.num_processes  # one global batch per step, split over processes
     by_bucket: dict[tuple[int, int], list[Sample]] = {}
     for item in plan.items:
         for _ in range(item.uses):
@@ -148,6 +154,6 @@ def epoch_batches(plan: RunPlan, seed: int, epoch: int, flip_aug: bool) -> list[
     for bucket in sorted(by_bucket):
         samples = by_bucket[bucket]
         rng.shuffle(samples)
-        batches += [samples[i : i + plan.batch_size] for i in range(0, len(samples), plan.batch_size)]
+        batches += [samples[i : i + size] for i in range(0, len(samples), size)]
     rng.shuffle(batches)
     return batches

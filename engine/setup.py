@@ -172,8 +172,8 @@ def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter) -> Latent
             chunk = group[start : start + size]
             pixels = torch.stack([load_image(item.record.path, item.choice, flip) for item, flip in chunk])
             keys = [(item.record.path, flip) for item, flip in chunk]
-            generator = derive_generator(cfg.training.seed, "latents", *[f"{p}|{f}" for p, f in keys])
-            encoded = encode_images(vae, pixels, generator).cpu()
+            generators = [derive_generator(cfg.training.seed, "latents", path, flip) for path, flip in keys]
+            encoded = encode_images(vae, pixels, generators).cpu()
             for key, latent in zip(keys, encoded):
                 latents[key] = latent
     return LatentCache(latents)

@@ -38,19 +38,35 @@ def batch_captions(session, batch: list[Sample], epoch: int, rng: random.Random)
     ]
 
 
-def batch_latents(session, batch: list[Sample], rng: random.Random, generator: torch.Generator) -> torch.Tensor:
+def batch_latents(session, batch: list[Sample], epoch: int, index: int, rows: list[int]) -> torch.Tensor:
+    """Latents of the samples at `rows` of the global batch: from the cache, or encoded now with a
+    crop and VAE noise drawn per sample (so they do not depend on how the batch is split)."""
+    chosen = [batch[i] for i in rows]
     if session.latents is not None:
-        return torch.stack([session.latents.get(s.item.record.path, s.flip) for s in batch])
-    pixels = []
-    for sample in batch:
-        choice = sample.item.choice
+        return torch.stack([session.latents.get(s.item.record.path, s.flip) for s in chosen])
+    seed = session.cfg.training.seed
+    pixels, generators = [], []
+    for row, sample in zip(rows, chosen):
         crop = None
         if session.cfg.dataset.random_crop:
-            crop = crop_offsets(choice, rng)
-        pixels.append(load_image(sample.item.record.path, choice, sample.flip, crop))
+            crop = crop_offsets(sample.item.choice, random.Random(f"crop:{seed}:{epoch}:{index}:{row}"))
+        pixels.append(load_image(sample.item.record.path, sample.item.choice, sample.flip, crop))
+        generators.append(derive_generator(seed, "vae", epoch, index, row))
     vae = session.components.vae
     vae.to(session.accelerator.device)
-    return encode_images(vae, torch.stack(pixels), generator).cpu()
+    return encode_images(vae, torch.stack(pixels), generators).cpu()
+
+
+def rank_rows(size: int, rank: int, num_processes: int) -> list[int]:
+    """Which samples of a global batch of `size` this process trains on.
+
+    The global batch is cut into `num_processes` contiguous, equally sized parts (a short last
+    batch is padded by repeating its samples from the start), so every process steps on the same
+    number of samples and the averaged gradient is the gradient of the whole batch.
+    """
+    per_rank = -(-size // num_processes)
+    padded = [i % size for i in range(per_rank * num_processes)]
+    return padded[rank * per_rank : (rank + 1) * per_rank]
 
 
 def sdxl_time_ids(batch: list[Sample]) -> torch.Tensor:
@@ -77,17 +93,26 @@ def conditioning(session, captions: list[str]):
 
 
 def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Tensor:
+    """The loss of this process's part of global batch `index` of `epoch`.
+
+    Every random draw is made for the whole global batch from generators derived from
+    (seed, epoch, index) and then cut to this process's rows: N processes with batch b draw
+    exactly what one process with batch N*b draws.
+    """
     cfg, acc, model = session.cfg, session.accelerator, session.components
     tr = cfg.training
     device = acc.device
-    rng = random.Random(f"step:{tr.seed}:{epoch}:{index}:{acc.process_index}")
-    generator = derive_generator(tr.seed, "step", epoch, index, acc.process_index)
+    rows = rank_rows(len(batch), acc.process_index, acc.num_processes)
+    rng = random.Random(f"step:{tr.seed}:{epoch}:{index}")
+    generator = derive_generator(tr.seed, "step", epoch, index)
     # the LoRA dropouts draw from torch's global generator: seed it per step too, so a resumed run
     # draws exactly what the uninterrupted one did
     torch.manual_seed(derive_generator(tr.seed, "dropout", epoch, index, acc.process_index).initial_seed())
 
-    captions = batch_captions(session, batch, epoch, rng)
-    latents = batch_latents(session, batch, rng, generator)
+    captions = [batch_captions(session, batch, epoch, rng)[i] for i in rows]
+    own = batch_latents(session, batch, epoch, index, rows)
+    latents = torch.zeros((len(batch), *own.shape[1:]), dtype=own.dtype)
+    latents[rows] = own  # other processes' rows stay zero: only their random draws matter here
     cond = conditioning(session, captions)
 
     noise = make_noise(
@@ -107,7 +132,8 @@ def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Te
     else:
         target = noise
 
-    noisy, target, timesteps = noisy.to(device), target.to(device), timesteps.to(device)
+    noisy, target, timesteps = noisy[rows].to(device), target[rows].to(device), timesteps[rows].to(device)
+    batch = [batch[i] for i in rows]
     extra = {}
     if model.family == ModelFamily.SDXL:
         extra["added_cond_kwargs"] = {"text_embeds": cond.pooled, "time_ids": sdxl_time_ids(batch).to(device)}

@@ -55,7 +55,7 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
     loss_sum, loss_count, shown_loss = None, 0, None
     while step < plan.total_steps and status == "done":
         epoch += 1
-        batches = _rank_share(epoch_batches(plan, cfg.training.seed, epoch, cfg.dataset.flip_aug), acc)
+        batches = epoch_batches(plan, cfg.training.seed, epoch, cfg.dataset.flip_aug)  # each process takes its rows
         for index, batch in enumerate(batches):
             if index < skip:
                 continue  # trained before the resume
@@ -169,13 +169,6 @@ def _end_epoch(session, epoch: int, step: int) -> None:
     session.train_log.epoch(epoch)
     if should_sample(session.cfg.sampling, epoch, step, epoch_end=True):
         session.sample(epoch, step, epoch_end=True)
-
-
-def _rank_share(batches: list, acc) -> list:
-    """This process's batches: at each step every process trains on a different batch."""
-    if acc.num_processes == 1:
-        return batches
-    return batches[acc.process_index :: acc.num_processes]
 
 
 def _read_loss(loss_sum, count: int, step: int) -> float:
