@@ -136,11 +136,26 @@ def make_accelerator(cfg: TrainConfig, reporter: Reporter):
         if cfg.optim.full_fp16 or cfg.optim.full_bf16:
             raise ConfigError("optim.full_fp16/full_bf16 need a GPU; turn them off for a CPU run")
         precision = MixedPrecision.NO
-    return Accelerator(
+    acc = Accelerator(
         mixed_precision=precision.value,
         gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
         cpu=not torch.cuda.is_available(),
     )
+    check_launch(acc.num_processes)
+    return acc
+
+
+def check_launch(num_processes: int) -> None:
+    """Refuse processes that were launched together but are not connected (OFFLINE.md §8): each
+    would train the whole run on its own, silently duplicating the work and racing on the files."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != num_processes:
+        raise ConfigError(
+            f"{launched} processes were launched but they are not connected for distributed training "
+            f"(this one sees {num_processes}); each would train the whole run on its own. On GPUs use "
+            "`accelerate launch --multi_gpu --num_processes N run_wizard.py ...`; without GPUs add "
+            "ACCELERATE_USE_CPU=1 to that command"
+        )
 
 
 def weight_dtype_for(precision: str) -> torch.dtype:
