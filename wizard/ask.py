@@ -17,7 +17,8 @@ from rich.markup import escape
 
 from engine.config import SECTIONS, TrainConfig, combination_problems, section_model
 from wizard.checks import AnswerError
-from wizard.questions import ASK, Draft, Kind, Question, offered_choices
+from wizard.questions import ASK, Draft, Kind, Question, field_default, offered_choices
+from wizard.review import show_value
 
 
 def ask_question(q: Question, draft: Draft, texts: dict[str, Any], console: Console) -> Any:
@@ -26,7 +27,7 @@ def ask_question(q: Question, draft: Draft, texts: dict[str, Any], console: Cons
     Raises KeyboardInterrupt on Ctrl-C (questionary's `unsafe_ask`); the flow decides what then.
     """
     text = texts["questions"][q.path]
-    show_help(q, draft, text, console)
+    show_help(q, draft, texts, console)
     current = draft.answers[q.path] if q.path in draft.answers else q.proposal(draft)
 
     if q.kind is Kind.CONFIRM:
@@ -46,7 +47,7 @@ def ask_question(q: Question, draft: Draft, texts: dict[str, Any], console: Cons
 
     def validate(typed: str) -> bool | str:
         try:
-            parse_answer(q, typed)
+            parse_answer(q, typed, draft)
         except AnswerError as err:
             return error_text(err, texts)
         return True
@@ -54,20 +55,26 @@ def ask_question(q: Question, draft: Draft, texts: dict[str, Any], console: Cons
     prompt = questionary.path if q.kind in (Kind.FILE, Kind.DIR) else questionary.text
     extra = {"only_directories": True} if q.kind is Kind.DIR else {}
     typed = prompt(text["message"], default=default_text(current), validate=validate, **extra).unsafe_ask()
-    return parse_answer(q, typed)
+    return parse_answer(q, typed, draft)
 
 
-def show_help(q: Question, draft: Draft, text: dict[str, Any], console: Console) -> None:
+def show_help(q: Question, draft: Draft, texts: dict[str, Any], console: Console) -> None:
+    """The question's help line, its facts line, and for an advanced setting its default."""
+    text = texts["questions"][q.path]
     lines = [text["help"]] if text.get("help") else []
     facts = q.detail(draft) if q.detail else None
     if facts and text.get("detail"):
         lines.append(text["detail"].format(**facts))
+    if q.advanced and not q.path.startswith(ASK):
+        lines.append(texts["ui"]["default"].format(value=show_value(field_default(q.path), texts["review"])))
     for line in lines:
         console.print(f"  [dim]{escape(line)}[/]", highlight=False)
 
 
-def parse_answer(q: Question, typed: str) -> Any:
-    """The value a typed answer stands for; AnswerError with the reason when it is not acceptable."""
+def parse_answer(q: Question, typed: str, draft: Draft | None = None) -> Any:
+    """The value a typed answer stands for; AnswerError with the reason when it is not acceptable.
+
+    With the draft, answers are also checked against the other answers (`Question.fits`)."""
     typed = typed.strip()
     if not typed:
         if q.optional:
@@ -77,6 +84,8 @@ def parse_answer(q: Question, typed: str) -> Any:
     value = raw if q.path.startswith(ASK) else validate_field(q.path, raw)
     if q.check:
         q.check(value)
+    if q.fits and draft is not None:
+        q.fits(draft, value)
     return value
 
 
@@ -132,6 +141,8 @@ def default_text(value: Any) -> str:
         return ""
     if isinstance(value, tuple):
         return "x".join(map(str, value))
+    if isinstance(value, list):  # a block list: "1, 0.5, 0"
+        return ", ".join(default_text(v) for v in value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

@@ -27,8 +27,15 @@ from engine.errors import ConfigError, LoraWizardError
 from engine.fileio import atomic_write_text, next_free_path
 from prompts import load_prompts
 from wizard import ask
-from wizard.questions import LOAD_QUESTIONS, Draft, Question, question_list
-from wizard.review import review_table, show_value
+from wizard.questions import (
+    LOAD_QUESTIONS,
+    Draft,
+    Question,
+    block_family,
+    block_values,
+    question_list,
+)
+from wizard.review import block_table, review_table, show_value
 
 TRAIN, QUEUE, SAVE, EDIT = "train", "queue", "save", "edit"
 ACTIONS = (TRAIN, QUEUE, SAVE, EDIT)
@@ -103,12 +110,26 @@ def start_draft(console: Console, texts: dict[str, Any]) -> Draft:
 
 def fill(draft: Draft, console: Console, texts: dict[str, Any]) -> None:
     """Ask, in order, every question that applies and has no answer yet; forget the answers of
-    questions that no longer apply (a gate switched off)."""
+    questions that no longer apply (a gate switched off, advanced settings turned off). An advanced
+    group starts with its heading; a block list is followed by the per-block values it gives."""
+    group = None
     for q in draft.questions:
-        if not q.when(draft):
+        if not draft.in_play(q) or not q.when(draft):
             draft.answers.pop(q.path, None)
         elif q.path not in draft.answers:
+            if q.group and q.group != group:
+                console.print(f"\n[bold]{escape(texts['groups'][q.group])}[/]")
+                group = q.group
             draft.answers[q.path] = ask.ask_question(q, draft, texts, console)
+            if q.shows_blocks:
+                show_blocks(draft, console, texts)
+
+
+def show_blocks(draft: Draft, console: Console, texts: dict[str, Any]) -> None:
+    """The per-block values the block answers give, as a table (nothing while none is set)."""
+    values = block_values(draft)
+    if values:
+        console.print(block_table(block_family(draft), values, texts["blocks"]))
 
 
 def complete(draft: Draft, console: Console, texts: dict[str, Any]) -> TrainConfig:
@@ -150,6 +171,8 @@ def review(
         q = pick_question(draft, texts)
         if q is not None:
             draft.answers[q.path] = ask.ask_question(q, draft, texts, console)
+            if q.shows_blocks:
+                show_blocks(draft, console, texts)
             cfg = complete(draft, console, texts)
 
 

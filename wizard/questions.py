@@ -11,6 +11,10 @@ A question either fills one config field (`path` is "section.field") or is a wiz
 (`path` starts with "ask.") that other questions depend on through a named `when` predicate. A field
 whose question is in the list but whose `when` is false is reset to its default, so switching a gate
 off also clears what it used to enable.
+
+After the LETS questions, "advanced settings?" (default no) opens the `advanced` questions, in
+groups (blocks, dropouts, timesteps and loss, saving, performance). While it is no, those questions
+are out of play: not asked and not reset, so a loaded config keeps its advanced values as they are.
 """
 
 from __future__ import annotations
@@ -24,17 +28,25 @@ from typing import Any
 from engine.config import (
     NOT_SUPPORTED_VALUES,
     NOT_SUPPORTED_YET,
+    Attention,
+    HuberSchedule,
+    LossType,
     LrScheduler,
     MixedPrecision,
     ModelFamily,
     NetworkType,
+    NoiseOffsetType,
     Optimizer,
+    SaveFormat,
+    SavePrecision,
     TagFile,
     TrainConfig,
     TrainOn,
     section_model,
 )
+from engine.errors import ConfigError
 from wizard.checks import (
+    AnswerError,
     check_base_model,
     check_dataset,
     check_dir,
@@ -47,6 +59,8 @@ from wizard.checks import (
 
 #: paths of wizard-only answers (not config fields) start with this
 ASK = "ask."
+#: the gate of the advanced questions
+ADVANCED = "ask.advanced"
 
 
 class Kind(StrEnum):
@@ -77,14 +91,18 @@ class Draft:
             return QUESTIONS_BY_PATH[path].proposal(self)
         return field_value(self.base, path)
 
+    def in_play(self, q: Question) -> bool:
+        """Advanced questions count only once the user said yes to "advanced settings?"."""
+        return not q.advanced or bool(self.value(ADVANCED))
+
     def active(self) -> list[Question]:
-        return [q for q in self.questions if q.when(self)]
+        return [q for q in self.questions if self.in_play(q) and q.when(self)]
 
     def to_data(self) -> dict[str, Any]:
         """The draft as TrainConfig input (python values, not yet validated together)."""
         data = self.base.model_dump()
         for q in self.questions:
-            if q.path.startswith(ASK):
+            if q.path.startswith(ASK) or not self.in_play(q):
                 continue
             section, name = q.path.split(".")
             if not q.when(self):
@@ -108,8 +126,12 @@ class Question:
     when: Predicate = always
     #: also asked after loading a saved config (LETS B1-J); everything else comes from the file
     short: bool = False
-    #: asked only once the user opts into advanced settings (a later issue adds that question)
+    #: asked only once the user opts into advanced settings ("ask.advanced")
     advanced: bool = False
+    #: the advanced group it belongs to (a heading from prompts' [groups] is shown when it starts)
+    group: str | None = None
+    #: a gate's fields: a gate all of whose fields the engine does not support yet is not asked
+    enables: tuple[str, ...] = ()
     #: SELECT: the allowed values, in the order shown
     choices: tuple[Any, ...] = ()
     #: the value proposed when the question has no answer yet; None: the config's current value
@@ -125,6 +147,10 @@ class Question:
     check: Callable[[Any], None] | None = None
     #: values for the `detail` line of the question's text (e.g. the detected model family)
     detail: Callable[[Draft], dict[str, str] | None] | None = None
+    #: checks against the other answers (a block list's length for the model family); AnswerError
+    fits: Callable[[Draft, Any], None] | None = None
+    #: after the answer, show the per-block values that result (a block list)
+    shows_blocks: bool = False
 
     def proposal(self, draft: Draft) -> Any:
         return self.propose(draft) if self.propose else draft.value(self.path)
@@ -184,6 +210,15 @@ def is_sd2(draft: Draft) -> bool:
 
 def is_locon(draft: Draft) -> bool:
     return draft.value("network.type") == NetworkType.LOCON
+
+
+def uses_conv_layers(draft: Draft) -> bool:
+    """LoCon has 3x3 convs; LoHa/LoKr may (with a conv_dim)."""
+    return draft.value("network.type") in (NetworkType.LOCON, NetworkType.LOHA, NetworkType.LOKR)
+
+
+def has_conv_dim(draft: Draft) -> bool:
+    return uses_conv_layers(draft) and draft.value("network.conv_dim") is not None
 
 
 def uses_restarts(draft: Draft) -> bool:
@@ -263,7 +298,7 @@ def any_caption_dropout_in_base(draft: Draft) -> bool:
 
 
 Q = Question
-QUESTIONS: tuple[Question, ...] = (
+LETS_QUESTIONS: tuple[Question, ...] = (
     Q("model.base_model", Kind.FILE, short=True, parse=clean_path, check=check_base_model),
     Q("dataset.img_folder", Kind.DIR, short=True, parse=clean_path, check=check_dataset),
     Q("saving.output_folder", Kind.DIR, short=True, parse=clean_path, check=check_output_folder),
@@ -284,9 +319,9 @@ QUESTIONS: tuple[Question, ...] = (
     Q("training.epochs", Kind.INT),
     Q("network.dim", Kind.INT),
     Q("network.alpha", Kind.FLOAT, propose=half_of("network.dim")),
-    Q("network.type", Kind.SELECT, choices=(NetworkType.LORA, NetworkType.LOCON)),
-    Q("network.conv_dim", Kind.INT, when=is_locon, propose=base_or("network.conv_dim", 32)),
-    Q("network.conv_alpha", Kind.FLOAT, when=is_locon, propose=same_as("network.conv_dim")),
+    Q("network.type", Kind.SELECT, choices=tuple(NetworkType)),
+    Q("network.conv_dim", Kind.INT, when=uses_conv_layers, optional=True, propose=base_or("network.conv_dim", 32)),
+    Q("network.conv_alpha", Kind.FLOAT, when=has_conv_dim, propose=same_as("network.conv_dim")),
     Q("dataset.resolution", Kind.TEXT, parse=parse_resolution),
     Q("optim.learning_rate", Kind.FLOAT),
     Q("optim.text_encoder_lr", Kind.FLOAT, optional=True),
@@ -323,18 +358,272 @@ QUESTIONS: tuple[Question, ...] = (
     Q("training.min_snr_gamma", Kind.FLOAT, when=wants("min_snr"), propose=base_or("training.min_snr_gamma", 5.0)),
 )
 
+# ---- advanced settings ----------------------------------------------------------------------------
+# Behind "advanced settings?" (default no), in the groups of the kohya_ss GUI's advanced panel. Block
+# lists take a preset or numbers; each answer is checked against the model family's block count and
+# the resulting per-block values are shown (wizard/review.block_table).
+
+LR_WEIGHTS = ("network.down_lr_weight", "network.mid_lr_weight", "network.up_lr_weight")
+BLOCK_LIST_FIELDS = ("network.block_dims", "network.block_alphas", "network.conv_block_dims", "network.conv_block_alphas")
+
+
+def any_set_in_base(*paths: str) -> Callable[[Draft], bool]:
+    return lambda draft: any(is_set_in_base(path)(draft) for path in paths)
+
+
+def block_family(draft: Draft) -> ModelFamily:
+    """The family block lists are counted for: the answered family, else what the model's header or
+    the edited config says; the built-in demo model is an SD1."""
+    family = draft.value("model.family")
+    if family == ModelFamily.AUTO:
+        family = detected_family(draft) or ModelFamily.SD1
+    return family
+
+
+def _number_items(text: str) -> list[str]:
+    items = [item.strip() for item in text.strip().strip("[]").split(",")]
+    if any(not item for item in items):
+        raise AnswerError("block_list_gap")
+    return items
+
+
+def parse_lr_weight(text: str) -> Any:
+    """"cosine+0.2" stays a preset (checked here); "1, 0.5, 0" becomes a list of numbers."""
+    from engine.block_weights import parse_block_values, preset_weights
+
+    items = _number_items(text)
+    try:
+        if len(items) == 1 and not _is_number(items[0]):
+            preset_weights(items[0], 12, field="this answer")
+            return items[0]
+        return parse_block_values(",".join(items), 12, field="this answer", presets=False)
+    except ConfigError as err:
+        raise AnswerError(None, message=str(err)) from None
+
+
+def parse_mid_weight(text: str) -> Any:
+    """One number, or a list (SDXL has three middle blocks)."""
+    items = _number_items(text)
+    if not all(_is_number(item) for item in items):
+        raise AnswerError("not_numbers")
+    values = [float(item) for item in items]
+    return values[0] if len(values) == 1 else values
+
+
+def parse_number_list(text: str) -> list[str]:
+    """Numbers separated by commas, handed to the config field as typed (it checks int or float)."""
+    items = _number_items(text)
+    if not all(_is_number(item) for item in items):
+        raise AnswerError("not_numbers")
+    return items
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def fits_lr_weights(path: str) -> Callable[[Draft, Any], None]:
+    """The down/mid/up list fits the family's block counts (with the other two as answered so far)."""
+
+    def fits(draft: Draft, value: Any) -> None:
+        from engine.block_weights import lr_weights
+
+        parts = {p: (value if p == path else draft.value(p)) for p in LR_WEIGHTS}
+        try:
+            lr_weights(*parts.values(), block_family(draft))
+        except ConfigError as err:
+            raise AnswerError(None, message=str(err)) from None
+
+    return fits
+
+
+def fits_block_list(path: str) -> Callable[[Draft, Any], None]:
+    def fits(draft: Draft, value: Any) -> None:
+        from engine.block_weights import block_list_problems
+
+        if value is None:
+            return
+        problems = block_list_problems(path.split(".")[1], value, block_family(draft))
+        if problems:
+            raise AnswerError(None, message=problems[0])
+
+    return fits
+
+
+def block_values(draft: Draft) -> dict[str, list[float]]:
+    """The per-block values the draft's answers give: "lr" (LR weights after the zero threshold) and
+    each block list that is set, all in block order. Empty when no block setting is set."""
+    from engine.block_weights import lr_weights
+
+    family = block_family(draft)
+    out: dict[str, list[float]] = {}
+    parts = [draft.value(p) for p in LR_WEIGHTS]
+    threshold = draft.value("network.block_lr_zero_threshold")
+    if any(v is not None for v in parts) or threshold:
+        try:
+            out["lr"] = lr_weights(*parts, family, zero_threshold=threshold)
+        except ConfigError:
+            pass  # the answer that breaks it is refused when it is typed; the table waits for a fix
+    for path in BLOCK_LIST_FIELDS:
+        values = draft.value(path)
+        if values is not None and len(values) == len(block_labels_for(family)):
+            out[path.split(".")[1]] = list(values)
+    return out
+
+
+def block_labels_for(family: ModelFamily) -> list[str]:
+    from engine.block_weights import block_labels
+
+    return block_labels(family)
+
+
+def wants_block_lr(draft: Draft) -> bool:
+    return wants("block_lr")(draft)
+
+
+def wants_conv_block_dims(draft: Draft) -> bool:
+    return wants("block_dims")(draft) and has_conv_dim(draft)
+
+
+def resumes_from_lora(draft: Draft) -> bool:
+    return wants("resume_lora")(draft)
+
+
+def not_l2(draft: Draft) -> bool:
+    return draft.value("training.loss_type") != LossType.L2
+
+
+def not_v_prediction(draft: Draft) -> bool:
+    return not draft.value("model.v_parameterization")
+
+
+def is_multires(draft: Draft) -> bool:
+    return draft.value("training.noise_offset_type") == NoiseOffsetType.MULTIRES
+
+
+def has_noise_offset(draft: Draft) -> bool:
+    return draft.value("training.noise_offset_type") == NoiseOffsetType.ORIGINAL and bool(
+        draft.value("training.noise_offset")
+    )
+
+
+def is_set(path: str) -> Predicate:
+    return lambda draft: draft.value(path) is not None
+
+
+def saves_state(draft: Draft) -> bool:
+    return bool(draft.value("saving.save_state"))
+
+
+def uses_fp16(draft: Draft) -> bool:
+    return draft.value("optim.mixed_precision") == MixedPrecision.FP16
+
+
+def uses_bf16(draft: Draft) -> bool:
+    return draft.value("optim.mixed_precision") == MixedPrecision.BF16
+
+
+def caches_latents(draft: Draft) -> bool:
+    return bool(draft.value("dataset.cache_latents"))
+
+
+def both(first: Predicate, second: Predicate) -> Predicate:
+    return lambda draft: first(draft) and second(draft)
+
+
+def adv(path: str, kind: Kind, group: str, **kw: Any) -> Question:
+    """An advanced question of `group` (asked after loading a config too, when advanced is yes)."""
+    return Question(path, kind, advanced=True, short=True, group=group, **kw)
+
+
+ADVANCED_QUESTIONS: tuple[Question, ...] = (
+    Q(ADVANCED, Kind.CONFIRM, short=True, propose=fixed(False)),
+    # blocks
+    adv("ask.block_lr", Kind.CONFIRM, "blocks", propose=any_set_in_base(*LR_WEIGHTS), enables=LR_WEIGHTS),
+    *(
+        adv(path, Kind.TEXT, "blocks", when=wants_block_lr, optional=True, shows_blocks=True,
+                 parse=parse_mid_weight if path == "network.mid_lr_weight" else parse_lr_weight,
+                 fits=fits_lr_weights(path))
+        for path in LR_WEIGHTS
+    ),
+    adv("network.block_lr_zero_threshold", Kind.FLOAT, "blocks", when=wants_block_lr, shows_blocks=True),
+    adv("ask.block_dims", Kind.CONFIRM, "blocks", propose=any_set_in_base(*BLOCK_LIST_FIELDS),
+             enables=BLOCK_LIST_FIELDS),
+    *(
+        adv(path, Kind.TEXT, "blocks", when=wants_conv_block_dims if "conv" in path else wants("block_dims"),
+                 optional=True, shows_blocks=True, parse=parse_number_list, fits=fits_block_list(path))
+        for path in BLOCK_LIST_FIELDS
+    ),
+    adv("network.dim_from_weights", Kind.CONFIRM, "blocks", when=resumes_from_lora),
+    # dropouts (and the other regularisers)
+    adv("network.dropout", Kind.FLOAT, "dropouts", optional=True),
+    adv("network.rank_dropout", Kind.FLOAT, "dropouts", optional=True),
+    adv("network.module_dropout", Kind.FLOAT, "dropouts", optional=True),
+    adv("optim.scale_weight_norms", Kind.FLOAT, "dropouts", optional=True),
+    adv("training.stop_text_encoder_training", Kind.INT, "dropouts"),
+    # timesteps and loss
+    adv("training.min_timestep", Kind.INT, "timesteps_loss"),
+    adv("training.max_timestep", Kind.INT, "timesteps_loss"),
+    adv("training.loss_type", Kind.SELECT, "timesteps_loss", choices=tuple(LossType)),
+    adv("training.huber_c", Kind.FLOAT, "timesteps_loss", when=not_l2, optional=True),
+    adv("training.huber_schedule", Kind.SELECT, "timesteps_loss", when=not_l2, choices=tuple(HuberSchedule)),
+    adv("training.debiased_estimation_loss", Kind.CONFIRM, "timesteps_loss"),
+    adv("training.v_pred_like_loss", Kind.FLOAT, "timesteps_loss", when=not_v_prediction, optional=True),
+    adv("training.zero_terminal_snr", Kind.CONFIRM, "timesteps_loss"),
+    adv("training.ip_noise_gamma", Kind.FLOAT, "timesteps_loss", optional=True),
+    adv("training.noise_offset_type", Kind.SELECT, "timesteps_loss", choices=tuple(NoiseOffsetType)),
+    adv("training.multires_noise_iterations", Kind.INT, "timesteps_loss", when=is_multires,
+             propose=base_or("training.multires_noise_iterations", 6)),
+    adv("training.multires_noise_discount", Kind.FLOAT, "timesteps_loss", when=is_multires),
+    adv("training.adaptive_noise_scale", Kind.FLOAT, "timesteps_loss", when=has_noise_offset, optional=True),
+    adv("training.noise_offset_random_strength", Kind.CONFIRM, "timesteps_loss", when=has_noise_offset),
+    adv("dataset.weighted_captions", Kind.CONFIRM, "timesteps_loss"),
+    # saving
+    adv("saving.save_every_n_steps", Kind.INT, "saving", optional=True),
+    adv("saving.save_last_n_steps", Kind.INT, "saving", when=is_set("saving.save_every_n_steps"), optional=True),
+    adv("saving.save_last_n_epochs", Kind.INT, "saving", when=is_set("saving.save_every_n_epochs"),
+             optional=True),
+    adv("saving.save_model_as", Kind.SELECT, "saving", choices=tuple(SaveFormat)),
+    adv("saving.save_precision", Kind.SELECT, "saving", choices=tuple(SavePrecision)),
+    adv("saving.save_state", Kind.CONFIRM, "saving"),
+    adv("saving.save_last_n_epochs_state", Kind.INT, "saving", when=saves_state, optional=True),
+    adv("saving.save_last_n_steps_state", Kind.INT, "saving", when=saves_state, optional=True),
+    adv("saving.save_state_every_n_minutes", Kind.INT, "saving", when=saves_state, optional=True),
+    adv("saving.no_metadata", Kind.CONFIRM, "saving"),
+    adv("logging.log_dir", Kind.DIR, "saving", optional=True, parse=clean_path),
+    adv("logging.log_prefix", Kind.TEXT, "saving", when=is_set("logging.log_dir"), optional=True),
+    # performance
+    adv("optim.gradient_checkpointing", Kind.CONFIRM, "performance"),
+    adv("optim.gradient_accumulation_steps", Kind.INT, "performance"),
+    adv("optim.full_fp16", Kind.CONFIRM, "performance", when=uses_fp16),
+    adv("optim.full_bf16", Kind.CONFIRM, "performance", when=uses_bf16),
+    adv("dataset.cache_latents_to_disk", Kind.CONFIRM, "performance", when=caches_latents),
+    adv("dataset.vae_batch_size", Kind.INT, "performance", when=caches_latents),
+    adv("dataset.max_data_loader_n_workers", Kind.INT, "performance"),
+    adv("dataset.persistent_data_loader_workers", Kind.CONFIRM, "performance"),
+    adv("model.attention", Kind.SELECT, "performance", choices=tuple(Attention)),
+)
+QUESTIONS: tuple[Question, ...] = (*LETS_QUESTIONS, *ADVANCED_QUESTIONS)
+
 QUESTIONS_BY_PATH: dict[str, Question] = {q.path: q for q in (*LOAD_QUESTIONS, *QUESTIONS)}
 
 
-def question_list(*, loaded: bool, advanced: bool = False) -> tuple[Question, ...]:
-    """The questions for a new config, or the short list after loading one (LETS B1-J).
+def question_list(*, loaded: bool) -> tuple[Question, ...]:
+    """The questions for a new config, or the short list after loading one (LETS B1-J), each followed
+    by "advanced settings?" and the advanced questions (out of play until that is answered yes).
 
-    Options the engine does not support yet (engine.config.NOT_SUPPORTED_YET) are not offered; their
-    questions come back by themselves when the feature lands."""
+    Options the engine does not support yet (engine.config.NOT_SUPPORTED_YET) are not offered, nor a
+    gate whose fields are all such options; they come back by themselves when the feature lands."""
     return tuple(
         q
         for q in QUESTIONS
-        if (q.short or not loaded) and (advanced or not q.advanced) and q.path not in NOT_SUPPORTED_YET
+        if (q.short or not loaded)
+        and q.path not in NOT_SUPPORTED_YET
+        and not (q.enables and all(path in NOT_SUPPORTED_YET for path in q.enables))
     )
 
 

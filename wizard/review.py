@@ -9,7 +9,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from engine.config import SECTIONS, TrainConfig, section_model
+from engine.block_weights import block_labels
+from engine.config import SECTIONS, ModelFamily, TrainConfig, section_model
 
 #: always shown, changed or not
 IMPORTANT: frozenset[str] = frozenset(
@@ -73,3 +74,26 @@ def show_value(value: Any, labels: dict[str, str]) -> str:
     if isinstance(value, tuple):
         return "x".join(map(str, value))
     return str(value)
+
+
+def block_table(family: ModelFamily, values: dict[str, list[float]], labels: dict[str, str]) -> Table:
+    """One row per U-Net block (25 for SD1/SD2, 23 for SDXL), one column per block setting that is set
+    ("lr" weights, block_dims, ...). A block whose LR weight is 0 gets no LoRA modules: it is dimmed."""
+    names = block_labels(family)
+    lr = values.get("lr")
+    title = labels["title"].format(family=family.value, count=len(names))
+    table = Table(
+        title=title,
+        title_justify="left",
+        min_width=len(title),  # a narrow table would otherwise wrap its own title
+        caption=labels["off"] if lr is not None and 0 in lr else None,
+        caption_justify="left",
+    )
+    table.add_column(labels["block"])
+    for key in values:
+        table.add_column(labels[key], justify="right")
+    for i, name in enumerate(names):
+        cells = [f"{column[i]:.4g}" for column in values.values()]
+        off = lr is not None and lr[i] == 0
+        table.add_row(name, *cells, style="dim" if off else None)
+    return table
