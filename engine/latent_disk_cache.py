@@ -148,11 +148,15 @@ class LatentDiskCache:
         return self._digests[path]
 
     @torch.no_grad()
-    def load_or_encode(self, requests: Sequence[LatentRequest], generator: torch.Generator) -> torch.Tensor:
-        """(b, c, h/8, w/8) scaled latents for requests of one bucket, sampled with `generator`.
+    def load_or_encode(
+        self, requests: Sequence[LatentRequest], generator: torch.Generator | Sequence[torch.Generator]
+    ) -> torch.Tensor:
+        """(b, c, h/8, w/8) scaled latents for requests of one bucket, sampled with `generator` (one for
+        the batch, or one per request as `setup.cache_all_latents` passes them).
 
-        Equal to `latents.encode_images(vae, pixels, generator)` for the same pixels: the same
-        noise draw (one tensor for the whole batch) and the same arithmetic, on the VAE's device.
+        Equal to `latents.encode_images(vae, pixels, generator)` for the same pixels: the same noise
+        draws and the same arithmetic, on the VAE's device. With one generator per request a latent
+        does not depend on which other images were cached or encoded beside it.
         """
         if not requests:
             raise ValueError("load_or_encode needs at least one request")
@@ -172,8 +176,13 @@ class LatentDiskCache:
         device = self.vae.device
         mean = torch.stack([f[0] for f in found]).to(device)  # type: ignore[index]
         std = torch.stack([f[1] for f in found]).to(device)  # type: ignore[index]
-        noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(device)
-        return (mean + std * noise) * self.vae.config.scaling_factor
+        if isinstance(generator, torch.Generator):
+            noise = torch.randn(mean.shape, generator=generator, dtype=torch.float32)
+        else:
+            if len(generator) != len(requests):
+                raise ValueError(f"{len(generator)} generators for {len(requests)} requests")
+            noise = torch.stack([torch.randn(mean.shape[1:], generator=g, dtype=torch.float32) for g in generator])
+        return (mean + std * noise.to(device)) * self.vae.config.scaling_factor
 
     def _read(self, request: LatentRequest, wanted: dict[str, str]) -> tuple[torch.Tensor, torch.Tensor] | None:
         from safetensors import SafetensorError, safe_open
