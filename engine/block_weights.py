@@ -235,3 +235,23 @@ def block_problems(net_cfg: NetworkConfig, family: ModelFamily) -> list[str]:
     except ConfigError as err:
         out.append(str(err))
     return out
+
+
+def block_network_args(net_cfg: NetworkConfig) -> dict[str, str]:
+    """The block settings as sd-scripts records them in ss_network_args (its `--network_args` strings:
+    presets as written, lists comma-separated); only the settings that are set."""
+
+    def text(value) -> str:
+        if isinstance(value, str):
+            return value
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+    args = {}
+    for name in ("down_lr_weight", "mid_lr_weight", "up_lr_weight", *BLOCK_LISTS):
+        value = getattr(net_cfg, name)
+        if value is not None:
+            args[name] = text(value)
+    if net_cfg.block_lr_zero_threshold:
+        args["block_lr_zero_threshold"] = text(net_cfg.block_lr_zero_threshold)
+    return args

@@ -20,6 +20,7 @@ from engine.network.blocks import (
     block_count,
     block_index,
     block_labels,
+    block_network_args,
     block_param_groups,
     block_problems,
     block_rank_for,
@@ -269,3 +270,17 @@ def test_block_param_groups_keep_text_encoder_groups_and_drop_zero_lr():
     mid = [m for m in network.unet_loras if m.lora_name.startswith("lora_unet_middle_block_")]
     in_groups = {id(p) for g in groups for p in g["params"]}
     assert mid and not any(id(p) in in_groups for m in mid for p in m.parameters())
+
+
+def test_network_args_record_the_block_settings_as_sd_scripts_does():
+    cfg = NetworkConfig(
+        down_lr_weight="cosine+0.2", mid_lr_weight=0.5, up_lr_weight=[1.0, 0.25],
+        block_dims=[4] * 25, block_alphas=[2.0] * 24 + [1.5], block_lr_zero_threshold=0.1,
+    )
+    args = block_network_args(cfg)
+    assert args == {
+        "down_lr_weight": "cosine+0.2", "mid_lr_weight": "0.5", "up_lr_weight": "1,0.25",
+        "block_dims": ",".join(["4"] * 25), "block_alphas": ",".join(["2"] * 24 + ["1.5"]),
+        "block_lr_zero_threshold": "0.1",
+    }
+    assert block_network_args(NetworkConfig()) == {}
