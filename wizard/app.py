@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
@@ -32,11 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("config", type=Path)
     replay.add_argument("--output", type=Path, help="output folder instead of the config's saving.output_folder")
     replay.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
-    queue = sub.add_parser("queue", help="train several configs in order")
+    queue = sub.add_parser(
+        "queue",
+        help="train several configs in order, checked first; recorded in a journal so --resume carries on after a crash",
+    )
     queue.add_argument("configs", type=Path, nargs="*")
-    queue.add_argument("--folder", type=Path, help="train every *.json in this folder, in name order")
+    queue.add_argument(
+        "--folder", type=Path, help="train every *.json in this folder, in name order; finished ones move to complete/, failed ones to failed/"
+    )
     queue.add_argument("--output", type=Path, help="output folder for every run")
     queue.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
+    queue.add_argument(
+        "--resume", action="store_true", help="carry on with the last queue (of --folder DIR, else of this folder): skip done runs, retry interrupted ones"
+    )
     return parser
 
 
@@ -48,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command is None:
             return _interactive(console)
+        if args.command == "queue":
+            return _queue(console, args)
         runs = _collect_runs(args)
         return _train_runs(console, runs, dry_run=getattr(args, "dry_run", False))
     except LoraWizardError as exc:
@@ -59,25 +70,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _collect_runs(args) -> list[tuple[str, object]]:
+    """demo and replay: one config, no journal."""
     from engine.config import TrainConfig
-    from engine.config_io import load_config
-    from engine.errors import ConfigError, LoraWizardError, problems_message
+    from engine.errors import ConfigError, problems_message
 
     if args.command == "demo":
         cfg = TrainConfig()
         if args.output:
             cfg.saving.output_folder = args.output
         return [("demo", cfg)]
-    if args.command == "replay":
-        paths = [args.config]
-    else:
-        paths = list(args.configs)
-        if args.folder:
-            if not args.folder.is_dir():
-                raise ConfigError(f"--folder {args.folder}: not a folder")
-            paths += sorted(args.folder.glob("*.json"))
-        if not paths:
-            raise ConfigError("queue: name config files, or --folder DIR holding them")
+    runs, problems = _load_configs([args.config], args.output)
+    if problems:
+        raise ConfigError(problems_message("nothing was trained, fix these first", problems))
+    return runs
+
+
+def _load_configs(paths: list[Path], output: Path | None) -> tuple[list[tuple[str, object]], list[str]]:
+    """The configs that load, and the problems of those that do not."""
+    from engine.config_io import load_config
+    from engine.errors import LoraWizardError
+
     runs, problems = [], []
     for path in paths:
         try:
@@ -85,12 +97,10 @@ def _collect_runs(args) -> list[tuple[str, object]]:
         except LoraWizardError as exc:
             problems.append(str(exc))
             continue
-        if args.output:
-            cfg.saving.output_folder = args.output
+        if output:
+            cfg.saving.output_folder = output
         runs.append((path.name, cfg))
-    if problems:
-        raise ConfigError(problems_message("nothing was trained, fix these first", problems))
-    return runs
+    return runs, problems
 
 
 def _interactive(console: Console) -> int:
@@ -106,13 +116,18 @@ def _interactive(console: Console) -> int:
 
 
 def plan_table(planned) -> Table:
+    from engine.queue import forecast_run_dirs
+    from engine.runner import human_size
+
     table = Table(title="plan")
-    for column in ("run", "images x repeats", "reg", "buckets", "batch (effective)", "steps/epoch", "epochs", "steps", "output"):
+    for column in ("run", "images x repeats", "reg", "buckets", "batch (effective)", "steps/epoch", "epochs", "steps", "output", "disk"):
         table.add_column(column)
-    for run in planned:
+    for run, run_dir in zip(planned, forecast_run_dirs(planned)):
         p, cfg = run.plan, run.config
+        extra = run.saves - 1
+        saves = f" (+{extra} earlier save{'s' if extra > 1 else ''})" if extra else ""
         table.add_row(
-            run.source,
+            escape(run.source),
             str(p.num_train_images),
             str(p.num_reg_images),
             ", ".join(f"{w}x{h}:{n}" for (w, h), n in p.bucket_counts.items()),
@@ -120,23 +135,92 @@ def plan_table(planned) -> Table:
             str(p.steps_per_epoch),
             str(p.epochs),
             str(p.total_steps),
-            f"{cfg.saving.output_folder}/run<N>/{cfg.saving.output_name or 'last'}.{cfg.saving.save_model_as.value}",
+            escape(f"{run_dir}/{cfg.saving.output_name or 'last'}.{cfg.saving.save_model_as.value}{saves}"),
+            f"~{human_size(run.output_bytes)}",
         )
     return table
 
 
+def _show_plan(console: Console, planned) -> None:
+    """Lint warnings (each once, with the runs it concerns), then the plan table."""
+    runs_of: dict[str, list[str]] = {}
+    for run in planned:
+        for warning in run.warnings:
+            runs_of.setdefault(warning, []).append(run.source)
+    for warning, sources in runs_of.items():
+        console.print(f"[yellow]note:[/] {escape(', '.join(sources))}: {escape(warning)}", highlight=False)
+    console.print(plan_table(planned))
+
+
 def _train_runs(console: Console, runs, *, dry_run: bool) -> int:
-    from engine.events import StopSignal
-    from engine.errors import LoraWizardError, TrainingError
-    from engine.runner import preflight, run_one
-    from wizard.progress import RichReporter
+    """demo, replay and the wizard's runs: checked together, trained in order, no journal."""
+    from engine.queue import Entry, Journal
+    from engine.runner import preflight
 
     planned = preflight(runs)
-    console.print(plan_table(planned))
+    _show_plan(console, planned)
     if dry_run:
         return EXIT_OK
+    journal = Journal(path=None)
+    journal.entries = [Entry(source, "") for source, _ in runs]
+    return _execute(console, journal, list(zip(journal.entries, planned)), resume_hint=None)
+
+
+def _queue(console: Console, args) -> int:
+    """`queue CONFIG... | --folder DIR [--resume] [--dry-run]`: every run checked before the first
+    starts, each state recorded in the journal (see engine/queue.py)."""
+    from engine.errors import ConfigError
+    from engine.queue import journal_path, new_queue, queue_lock, resume_queue
+    from engine.runner import preflight
+
+    folder = args.folder
+    if folder is not None and not folder.is_dir():
+        raise ConfigError(f"--folder {folder}: not a folder")
+    if folder is not None and args.configs:
+        raise ConfigError("queue: give config files or --folder DIR, not both")
+    if folder is None and not args.configs and not args.resume:
+        raise ConfigError("queue: name config files, or --folder DIR holding them")
+    path = journal_path(folder)
+    with queue_lock(path):
+        if args.resume:
+            setup = resume_queue(path, folder, args.configs)
+        else:
+            configs = list(args.configs) if folder is None else _folder_configs(folder)
+            setup = new_queue(path, configs, folder, None if args.output is None else str(args.output))
+        journal = setup.journal
+        if args.output is not None:
+            journal.output = str(args.output)
+        for note in setup.notes:
+            console.print(f"[dim]{escape(note)}[/]", highlight=False)
+        runs, problems = _load_configs([Path(e.config) for e in setup.todo], None if journal.output is None else Path(journal.output))
+        planned = preflight(runs, problems=problems)
+        if planned:
+            _show_plan(console, planned)
+        if args.dry_run:
+            return EXIT_OK
+        if not planned:
+            console.print("nothing left to train in this queue")
+        hint = f"lora-wizard queue {f'--folder {journal.folder} ' if journal.folder else ''}--resume"
+        return _execute(console, journal, list(zip(setup.todo, planned)), resume_hint=hint)
+
+
+def _folder_configs(folder: Path) -> list[Path]:
+    from engine.errors import ConfigError
+    from engine.queue import folder_configs
+
+    configs = folder_configs(folder)
+    if not configs:
+        raise ConfigError(f"--folder {folder}: no .json config files in it")
+    return configs
+
+
+def _execute(console: Console, journal, runs, *, resume_hint: str | None) -> int:
+    """Run the queue with Ctrl-C handling, then print the summary. First Ctrl-C (or SIGTERM, as at
+    shutdown): finish the step, save `<name>-interrupted`, stop the queue. Second: leave at once."""
+    from engine.events import StopSignal
+    from engine.queue import RunState, run_queue
+
     stop = StopSignal()
-    previous = signal.getsignal(signal.SIGINT)
 
     def on_interrupt(signum, frame):
         if stop.requested:  # second press: leave now
@@ -144,37 +228,67 @@ def _train_runs(console: Console, runs, *, dry_run: bool) -> int:
         console.print("[yellow]stopping after this step and saving (press Ctrl-C again to quit at once)[/]")
         stop.request()
 
-    signal.signal(signal.SIGINT, on_interrupt)
-    results, code = [], EXIT_OK
+    previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for run in planned:
-            console.rule(f"[bold]{run.source}")
-            reporter = RichReporter(console)
-            try:
-                result = run_one(run, reporter, stop)
-            except TrainingError as exc:
-                reporter.close()
-                console.print(f"[red]run failed:[/] {exc}")
-                code = EXIT_RUN_FAILED
-                continue
-            except LoraWizardError:
-                reporter.close()
-                raise
-            finally:
-                reporter.close()
-            results.append((run.source, result))
-            lora = next((f for f in result.files if f.suffix in (".safetensors", ".ckpt", ".pt")), None)
-            console.print(f"[green]{result.status}[/]: {result.steps}/{result.total_steps} steps in {result.seconds:.1f} s")
-            for f in result.files:
-                console.print(f"  {f}")
-            if lora is not None and result.status == "done":
-                console.print(f"LoRA: [bold]{result.files[-1]}[/]  config: {result.files[0]}")
-            if stop.requested:
-                code = EXIT_CANCELLED
-                break
+        run_queue(journal, runs, _QueueConsole(console), stop)
+    except KeyboardInterrupt:
+        if resume_hint:
+            console.print(escape(f"the queue is recorded in {journal.path}; `{resume_hint}` carries on"), highlight=False)
+        raise
     finally:
-        signal.signal(signal.SIGINT, previous)
-    return code
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    console.print(summary_table(journal, {id(entry) for entry, _ in runs}))
+    if stop.requested:
+        if resume_hint:
+            console.print(escape(f"stopped; `{resume_hint}` carries on with the rest"), highlight=False)
+        return EXIT_CANCELLED
+    return EXIT_RUN_FAILED if any(entry.state == RunState.FAILED for entry, _ in runs) else EXIT_OK
+
+
+class _QueueConsole:
+    """engine.queue.QueueListener for the terminal: a heading and a progress bar per run."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.reporter = None
+
+    def starting(self, entry, run, number: int, count: int):
+        from wizard.progress import RichReporter
+
+        counter = f" ({number}/{count})" if count > 1 else ""
+        self.console.rule(f"[bold]{escape(run.source)}[/]{counter}")
+        self.reporter = RichReporter(self.console)
+        return self.reporter
+
+    def ended(self, entry, result) -> None:
+        self.reporter.close()
+        if result is None:
+            colour, what = ("red", "run failed") if entry.state == "failed" else ("yellow", "interrupted")
+            self.console.print(f"[{colour}]{what}:[/] {escape(entry.reason or '')}", highlight=False)
+            return
+        self.console.print(f"[green]{result.status}[/]: {result.steps}/{result.total_steps} steps in {result.seconds:.1f} s")
+        for f in result.files:
+            self.console.print(f"  {escape(str(f))}", highlight=False)
+        loras = [f for f in result.files if f.suffix in (".safetensors", ".ckpt", ".pt")]
+        if loras and result.status == "done":
+            self.console.print(f"LoRA: [bold]{escape(str(loras[-1]))}[/]  config: {escape(str(result.files[0]))}", highlight=False)
+
+
+def summary_table(journal, ran_now: set[int]) -> Table:
+    """Every run of the queue: result, time, steps, where its files are (or why it failed)."""
+    table = Table(title="queue summary" if journal.path else "summary")
+    for column in ("run", "result", "time", "steps", "output"):
+        table.add_column(column)
+    colours = {"done": "green", "failed": "red", "interrupted": "yellow"}
+    for entry in journal.entries:
+        state = entry.state.value
+        result = f"[{colours.get(state, 'white')}]{state}[/]" + ("" if id(entry) in ran_now else " (earlier)")
+        files = [entry.run_dir or ""] + [f"  {Path(f).name}" for f in entry.files]
+        output = "\n".join([*files, entry.reason] if entry.reason else files)
+        steps = f"{entry.steps}/{entry.total_steps}" if entry.total_steps else "-"
+        table.add_row(escape(entry.name), result, f"{entry.seconds:.0f} s", steps, escape(output))
+    return table
 
 
 if __name__ == "__main__":

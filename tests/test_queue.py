@@ -1,0 +1,393 @@
+"""The overnight queue: checked whole before the first run, failures isolated, a journal that
+survives kill -9, and Ctrl-C that saves and stops.
+
+Training is replaced by a fake (monkeypatched engine.train.train, or the same fake inside a child
+process) except in one test, where the run after a failed one trains the demo model for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import engine.train
+from engine.config import TrainConfig
+from engine.queue import FOLDER_JOURNAL, LIST_JOURNAL, folder_configs, queue_lock
+from wizard.app import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_RUN_FAILED, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The fake trainer, shared by the in-process tests and the child processes. FAKE_<NAME> picks how
+# the run of the config with output_name <name> behaves: fast (default), slow (ignores stop
+# requests: killed, or left by a second Ctrl-C) or polite (stops at a stop request, saving
+# <name>-interrupted as engine/train.py does).
+FAKE_TRAIN = """
+import os, time
+from engine.events import RunResult
+
+def fake_train(cfg, run_dir, reporter, stop=None):
+    name = cfg.saving.output_name
+    mode = os.environ.get("FAKE_" + name.upper(), "fast")
+    step = 0
+    while mode != "fast":
+        time.sleep(0.02)
+        step += 1
+        if step == 5:
+            (run_dir / "stepping").write_text("")
+        if mode == "polite" and stop is not None and stop.requested:
+            path = run_dir / (name + "-interrupted.safetensors")
+            path.write_bytes(b"lora")
+            return RunResult(run_dir, "interrupted", step, 10**6, [path], 1.0)
+    path = run_dir / (name + ".safetensors")
+    path.write_bytes(b"lora")
+    return RunResult(run_dir, "done", 3, 3, [path], 0.1)
+"""
+CHILD = (
+    "import sys\n"
+    "sys.path.insert(0, {root!r})\n" + FAKE_TRAIN + "import engine.train\n"
+    "engine.train.train = fake_train\n"
+    "from wizard.app import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+_namespace: dict = {}
+exec(FAKE_TRAIN, _namespace)
+fake_train = _namespace["fake_train"]
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch):
+    """Tables keep whole paths on one line, in this process and in child processes."""
+    monkeypatch.setenv("COLUMNS", "400")
+
+
+def write_dataset(root: Path) -> Path:
+    sub = root / "3_thing"
+    sub.mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (96, 128), (40 * i, 90, 160)).save(sub / f"img{i}.png")
+        (sub / f"img{i}.txt").write_text(f"thing, pose {i}", encoding="utf-8")
+    return root
+
+
+def write_config(folder: Path, name: str, data: Path, out: Path, **sections) -> Path:
+    cfg = TrainConfig().model_dump(mode="json")
+    cfg["dataset"].update(img_folder=str(data), resolution=128, min_bucket_reso=64, max_bucket_reso=256)
+    cfg["saving"].update(output_folder=str(out), output_name=name)
+    cfg["training"]["max_steps"] = 2
+    cfg["optim"]["optimizer"] = "AdamW"
+    for section, values in sections.items():
+        cfg[section].update(values)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(cfg, indent=1), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def queue_dir(tmp_path):
+    """tmp/queue/{a,b,c}.json training tmp/data into tmp/out."""
+    data = write_dataset(tmp_path / "data")
+    for name in "abc":
+        write_config(tmp_path / "queue", name, data, tmp_path / "out")
+    return tmp_path / "queue"
+
+
+def journal(path: Path) -> dict[str, dict]:
+    runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    return {Path(r["config"]).stem: r for r in runs}
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Runs the fake trainer in-process; the list records the runs it trained, in order."""
+    trained: list[str] = []
+
+    def recording(cfg, run_dir, reporter, stop=None):
+        trained.append(cfg.saving.output_name)
+        return fake_train(cfg, run_dir, reporter, stop)
+
+    monkeypatch.setattr(engine.train, "train", recording)
+    return trained
+
+
+def start_child(tmp_path: Path, *argv, **fake_modes) -> subprocess.Popen:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(root=str(ROOT)), encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **{f"FAKE_{k.upper()}": v for k, v in fake_modes.items()}}
+    return subprocess.Popen(
+        [sys.executable, str(script), *map(str, argv)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+    )
+
+
+def wait_until(condition, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"the child exited early ({proc.returncode}):\n{proc.stdout.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out waiting for the child")
+        time.sleep(0.05)
+
+
+def running_and_stepping(journal_file: Path, name: str):
+    def check() -> bool:
+        if not journal_file.exists():
+            return False
+        entry = journal(journal_file).get(name, {})
+        return entry.get("state") == "running" and (Path(entry["run_dir"]) / "stepping").exists()
+
+    return check
+
+
+# ------------------------------------------------------------------------------------ preflight
+
+
+def test_a_queue_with_one_broken_config_is_refused_whole(queue_dir, tmp_path, calls, capsys):
+    broken_data = write_dataset(tmp_path / "broken")
+    (broken_data / "3_thing" / "img0.txt").write_bytes(b"caf\xe9")  # latin-1, not UTF-8
+    (broken_data / "thing2").mkdir()  # no repeats prefix
+    write_config(queue_dir, "b", broken_data, tmp_path / "out")
+    (queue_dir / "c.json").write_text('{"network": {"dim": 0}}', encoding="utf-8")
+
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
+    assert code == EXIT_BAD_INPUT and calls == []
+    assert "3 problems" in out
+    assert "b.json" in out and "img0.txt" in out and "UTF-8" in out and "'10_thing2'" in out
+    assert "c.json" in out and "network.dim" in out
+    assert "Traceback" not in out
+    assert not (tmp_path / "out").exists() and not (queue_dir / FOLDER_JOURNAL).exists()
+    assert sorted(p.name for p in queue_dir.iterdir()) == ["a.json", "b.json", "c.json"]
+
+
+def test_preflight_checks_the_model_file_and_the_free_disk(queue_dir, tmp_path, calls, capsys, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    lora = tmp_path / "model.safetensors"  # a LoRA given as the base model
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(1)}, str(lora))
+    write_config(queue_dir, "a", tmp_path / "data", tmp_path / "out", model={"base_model": str(lora)})
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
+    assert code == EXIT_BAD_INPUT and "a.json" in out and "LoRA" in out
+
+    write_config(queue_dir, "a", tmp_path / "data", tmp_path / "out", network={"dim": 128}, saving={"output_name": "a", "save_every_n_steps": 1})
+    monkeypatch.setattr("engine.runner.shutil.disk_usage", lambda path: type("U", (), {"free": 5 << 20})())
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
+    assert code == EXIT_BAD_INPUT and calls == []
+    assert "only 5.0 MiB is free" in out and "a.json, b.json, c.json" in out
+
+
+def test_dry_run_prints_the_plan_with_run_folders_and_writes_nothing(queue_dir, tmp_path, calls, capsys):
+    (tmp_path / "out" / "run4").mkdir(parents=True)
+    (tmp_path / "data" / "3_thing" / "img1.txt").unlink()
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--dry-run")
+    assert code == EXIT_OK and calls == []
+    for n, name in ((5, "a"), (6, "b"), (7, "c")):
+        assert f"run{n}/{name}.safetensors" in out
+    assert "1 of 2 images have no .txt caption" in out  # lint warnings are shown, not refused
+    assert not (queue_dir / FOLDER_JOURNAL).exists() and not (tmp_path / "out" / "run5").exists()
+
+
+# ------------------------------------------------------------------------------- isolation
+
+
+def test_a_run_that_raises_is_isolated_and_the_next_one_trains_for_real(queue_dir, tmp_path, capsys, monkeypatch):
+    (queue_dir / "c.json").unlink()
+    real_train = engine.train.train
+    held = {}
+
+    class BigModel:  # stands for the weights of the failed run
+        pass
+
+    def train(cfg, run_dir, reporter, stop=None):
+        if cfg.saving.output_name == "a":
+            model = BigModel()
+            held["a"] = weakref.ref(model)
+            (run_dir / "partial.bin").write_bytes(b"half")
+            raise RuntimeError("boom in the middle of a")
+        assert held["a"]() is None, "the failed run's memory is freed before the next run"
+        return real_train(cfg, run_dir, reporter, stop)
+
+    monkeypatch.setattr(engine.train, "train", train)
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
+    assert code == EXIT_RUN_FAILED
+    assert "boom in the middle of a" in out and "Traceback" not in out
+    states = journal(queue_dir / FOLDER_JOURNAL)
+    assert (states["a"]["state"], states["b"]["state"]) == ("failed", "done")
+    assert states["b"]["steps"] == 2
+    out_dir = tmp_path / "out"
+    assert (out_dir / "run1" / "partial.bin").is_file()  # the failed run's folder is kept
+    assert (out_dir / "run2" / "b.safetensors").is_file()
+    assert sorted(p.name for p in (queue_dir / "failed").iterdir()) == ["a.error.txt", "a.json"]
+    error = (queue_dir / "failed" / "a.error.txt").read_text(encoding="utf-8")
+    assert "RuntimeError: boom" in error and "Traceback" in error  # a bug report has its traceback
+    assert [p.name for p in (queue_dir / "complete").iterdir()] == ["b.json"]
+    assert folder_configs(queue_dir) == []
+    assert "queue summary" in out and "b.safetensors" in out
+
+
+@pytest.mark.parametrize("kind", ["oom", "nan"])
+def test_out_of_memory_and_nan_say_what_to_change(queue_dir, tmp_path, capsys, monkeypatch, kind):
+    import torch
+
+    write_config(queue_dir, "a", tmp_path / "data", tmp_path / "out", training={"max_steps": 2, "batch_size": 2})
+
+    def train(cfg, run_dir, reporter, stop=None):
+        if cfg.saving.output_name == "a":
+            if kind == "oom":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            engine.train._read_loss(torch.tensor(float("nan")), 1, 7)
+        return fake_train(cfg, run_dir, reporter, stop)
+
+    monkeypatch.setattr(engine.train, "train", train)
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
+    assert code == EXIT_RUN_FAILED
+    reason = journal(queue_dir / FOLDER_JOURNAL)["a"]["reason"]
+    if kind == "oom":
+        assert reason.startswith("out of memory (CUDA out of memory")
+        for fix in ("training.batch_size (now 2", "gradient_checkpointing", "dataset.resolution (now 128x128)"):
+            assert fix in reason
+    else:
+        assert "nan" in reason and "learning_rate" in reason and "mixed_precision" in reason
+    assert reason in " ".join(out.split())
+    assert sorted(p.name for p in (queue_dir / "complete").iterdir()) == ["b.json", "c.json"]
+
+
+# ------------------------------------------------------------------------------ journal, resume
+
+
+def test_kill_9_mid_run_then_resume_finishes_the_rest_once(queue_dir, tmp_path, calls, capsys):
+    journal_file = queue_dir / FOLDER_JOURNAL
+    child = start_child(tmp_path, "queue", "--folder", queue_dir, b="slow")
+    wait_until(running_and_stepping(journal_file, "b"), child)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    states = journal(journal_file)
+    assert [states[n]["state"] for n in "abc"] == ["done", "running", "pending"]
+    assert (queue_dir / "complete" / "a.json").is_file()
+
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir)  # a fresh queue would train b twice
+    assert code == EXIT_BAD_INPUT and "--resume" in out and "b.json running" in out
+
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume")
+    assert code == EXIT_OK
+    assert calls == ["b", "c"]  # a is not trained again, b and c once each
+    states = journal(journal_file)
+    assert [states[n]["state"] for n in "abc"] == ["done", "done", "done"]
+    assert states["b"]["attempts"] == 2
+    out_dir = tmp_path / "out"
+    assert [Path(states[n]["run_dir"]).name for n in "abc"] == ["run1", "run3", "run4"]
+    assert (out_dir / "run2" / "stepping").is_file()  # the killed attempt's folder is kept
+    assert sorted(p.name for p in (queue_dir / "complete").iterdir()) == ["a.json", "b.json", "c.json"]
+    assert "earlier" in out  # the summary shows a, trained by the killed process
+
+
+def test_ctrl_c_once_saves_marks_interrupted_and_stops(queue_dir, tmp_path, calls, capsys):
+    journal_file = queue_dir / FOLDER_JOURNAL
+    child = start_child(tmp_path, "queue", "--folder", queue_dir, a="polite")
+    wait_until(running_and_stepping(journal_file, "a"), child)
+    child.send_signal(signal.SIGINT)
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == EXIT_CANCELLED
+    assert "Traceback" not in out and "stopping after this step" in out and "--resume" in out
+    states = journal(journal_file)
+    assert [states[n]["state"] for n in "abc"] == ["interrupted", "pending", "pending"]
+    assert "a-interrupted.safetensors" in [Path(f).name for f in states["a"]["files"]]
+    assert [p.name for p in folder_configs(queue_dir)] == ["a.json", "b.json", "c.json"]  # still queued
+
+    assert run_cli(capsys, "queue", "--folder", queue_dir, "--resume")[0] == EXIT_OK
+    assert calls == ["a", "b", "c"]
+    assert Path(journal(journal_file)["a"]["run_dir"]).name == "run2"  # run1 keeps the interrupted save
+
+
+def test_ctrl_c_twice_leaves_at_once_without_a_traceback(queue_dir, tmp_path):
+    journal_file = queue_dir / FOLDER_JOURNAL
+    child = start_child(tmp_path, "queue", "--folder", queue_dir, a="slow")
+    wait_until(running_and_stepping(journal_file, "a"), child)
+    child.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode == EXIT_CANCELLED
+    assert "Traceback" not in out and "stopped" in out
+    entry = journal(journal_file)["a"]
+    assert entry["state"] == "interrupted" and "second Ctrl-C" in entry["reason"]
+
+
+def test_list_mode_journal_edited_configs_and_failed_runs(tmp_path, calls, capsys, monkeypatch):
+    data = write_dataset(tmp_path / "data")
+    a, b = (write_config(tmp_path / "cfgs", n, data, tmp_path / "out") for n in "ab")
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli(capsys, "queue", "--resume")
+    assert code == EXIT_BAD_INPUT and "nothing to resume" in out
+
+    monkeypatch.setenv("FAKE_B", "polite")
+    real = engine.train.train
+
+    def fail_a(cfg, run_dir, reporter, stop=None):
+        if cfg.saving.output_name == "a":
+            calls.append("a")
+            raise engine.train.TrainingError("the loss became nan at step 3: lower optim.learning_rate")
+        stop.request()  # as a first Ctrl-C during b
+        return real(cfg, run_dir, reporter, stop)
+
+    monkeypatch.setattr(engine.train, "train", fail_a)
+    assert run_cli(capsys, "queue", a, b)[0] == EXIT_CANCELLED
+    states = journal(tmp_path / LIST_JOURNAL)
+    assert (states["a"]["state"], states["b"]["state"]) == ("failed", "interrupted")
+    monkeypatch.setattr(engine.train, "train", real)
+    monkeypatch.delenv("FAKE_B")
+
+    code, out = run_cli(capsys, "queue", a, b)  # not finished: a fresh queue is refused
+    assert code == EXIT_BAD_INPUT and "--resume" in out
+    code, out = run_cli(capsys, "queue", "--resume")  # the journal's own list: b only
+    assert code == EXIT_OK
+    assert calls == ["a", "b", "b"] and "edit it to train it again" in out
+    write_config(tmp_path / "cfgs", "a", data, tmp_path / "out", optim={"optimizer": "AdamW", "learning_rate": 5e-5})
+    code, out = run_cli(capsys, "queue", a, "--resume")  # edited: a new run
+    assert code == EXIT_OK and calls == ["a", "b", "b", "a"]
+    runs = json.loads((tmp_path / LIST_JOURNAL).read_text(encoding="utf-8"))["runs"]
+    assert [(Path(r["config"]).stem, r["state"]) for r in runs] == [("a", "failed"), ("b", "done"), ("a", "done")]
+    assert run_cli(capsys, "queue", a, b)[0] == EXIT_OK  # finished: a fresh queue may start
+    assert calls[-2:] == ["a", "b"] and not (tmp_path / "cfgs" / "complete").exists()
+
+
+def test_folder_mode_trains_a_config_put_back_or_added(queue_dir, tmp_path, calls, capsys):
+    assert run_cli(capsys, "queue", "--folder", queue_dir)[0] == EXIT_OK
+    shutil.copy(queue_dir / "complete" / "b.json", queue_dir / "b.json")  # put back to train again
+    write_config(queue_dir, "d", tmp_path / "data", tmp_path / "out")
+    assert run_cli(capsys, "queue", "--folder", queue_dir, "--resume")[0] == EXIT_OK
+    assert calls == ["a", "b", "c", "b", "d"]
+    assert sorted(p.name for p in (queue_dir / "complete").iterdir()) == ["a.json", "b-2.json", "b.json", "c.json", "d.json"]
+
+
+def test_a_second_queue_on_the_same_journal_is_refused(queue_dir, calls, capsys):
+    with queue_lock(queue_dir / FOLDER_JOURNAL):
+        code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume")
+    assert code == EXIT_BAD_INPUT and "another lora-wizard queue is running" in out and calls == []
+
+
+def test_a_damaged_journal_is_named_with_the_fix(queue_dir, calls, capsys):
+    (queue_dir / FOLDER_JOURNAL).write_text("{ half", encoding="utf-8")
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume")
+    assert code == EXIT_BAD_INPUT and FOLDER_JOURNAL in out and "delete" in out and calls == []
