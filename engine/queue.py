@@ -39,6 +39,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from engine.distributed import is_main_process, launched_processes, shared_path
 from engine.errors import ConfigError, LoraWizardError
 from engine.events import Reporter, RunResult, StopSignal
 from engine.fileio import atomic_write_text, next_free_path, next_run_dir
@@ -93,7 +94,7 @@ class Journal:
     entries: list[Entry] = field(default_factory=list)
 
     def save(self) -> None:
-        if self.path is None:
+        if self.path is None or not is_main_process():
             return
         data = {
             "version": JOURNAL_VERSION,
@@ -229,6 +230,9 @@ def queue_lock(path: Path) -> Iterator[None]:
     except ImportError:  # Windows: no flock; run one queue per folder
         yield
         return
+    if not is_main_process():  # the other processes of a multi-process run never touch the journal
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -282,7 +286,8 @@ def run_queue(journal: Journal, runs: list[tuple[Entry, PlannedRun]], listener: 
 
 
 def _run_entry(journal: Journal, entry: Entry, run: PlannedRun, listener: QueueListener, stop: StopSignal, number: int, count: int) -> None:
-    run_dir = next_run_dir(Path(run.config.saving.output_folder).expanduser())
+    previous_run_dir = entry.run_dir  # an earlier attempt's folder, when this is a retry
+    run_dir = shared_path(lambda: next_run_dir(Path(run.config.saving.output_folder).expanduser()))
     entry.state, entry.reason, entry.run_dir, entry.files = RunState.RUNNING, None, str(run_dir), []
     entry.steps, entry.total_steps, entry.seconds, entry.finished = 0, run.plan.total_steps, 0.0, None
     entry.attempts += 1
@@ -290,6 +295,7 @@ def _run_entry(journal: Journal, entry: Entry, run: PlannedRun, listener: QueueL
     journal.save()
     started = time.monotonic()  # the whole run, model loading and latent caching included
     reporter = listener.starting(entry, run, number, count)
+    run = _resume_from_last_state(previous_run_dir, run, reporter)
     result = None
     try:
         result = run_one(run, reporter, stop, run_dir=run_dir)
@@ -300,7 +306,11 @@ def _run_entry(journal: Journal, entry: Entry, run: PlannedRun, listener: QueueL
         raise
     except Exception as exc:  # noqa: BLE001 - isolate the failure: record it, free its memory, go on
         _finish(entry, RunState.FAILED, _reason(exc, run_dir), started)
-        _write_error(run_dir / "error.txt", entry, exc)
+        if is_main_process():
+            _write_error(run_dir / "error.txt", entry, exc)
+        if launched_processes() > 1:
+            journal.save()
+            raise  # the other processes wait on this one: end them all (the launcher does) with this error
     else:
         _finish(entry, RunState(result.status), result.error, started)
         entry.files = [str(f) for f in result.files]
@@ -310,6 +320,23 @@ def _run_entry(journal: Journal, entry: Entry, run: PlannedRun, listener: QueueL
     journal.save()
     listener.ended(entry, result)
     _move_finished_config(journal, entry)
+
+
+def _resume_from_last_state(previous_run_dir: str | None, run: PlannedRun, reporter: Reporter) -> PlannedRun:
+    """A retried run that saved training states (saving.save_state) goes on from its newest one
+    instead of starting over: an interrupted or killed night costs minutes, not the run."""
+    from engine.config import TrainConfig
+    from engine.train_state import latest_state
+
+    if previous_run_dir is None or not run.config.saving.save_state or run.config.saving.resume is not None:
+        return run
+    state = latest_state(Path(previous_run_dir))
+    if state is None:
+        return run
+    data = run.config.model_dump(mode="json")
+    data["saving"]["resume"] = str(state)
+    reporter.notice(f"resuming from {state} (the last state the earlier attempt saved)")
+    return PlannedRun(run.source, TrainConfig.model_validate(data), run.plan)
 
 
 def _finish(entry: Entry, state: RunState, reason: str | None, started: float) -> None:
@@ -337,7 +364,7 @@ def _move_finished_config(journal: Journal, entry: Entry) -> None:
     """Folder mode: a done config goes to DIR/complete/, a failed one to DIR/failed/ with
     `<name>.error.txt` beside it. Never over an existing file."""
     config = Path(entry.config)
-    if journal.folder is None or entry.state not in FINISHED or entry.moved_to is not None or not config.is_file():
+    if not is_main_process() or journal.folder is None or entry.state not in FINISHED or entry.moved_to is not None or not config.is_file():
         return
     target_dir = journal.folder / (COMPLETE_DIR if entry.state == RunState.DONE else FAILED_DIR)
     target_dir.mkdir(exist_ok=True)

@@ -202,19 +202,28 @@ def run_one(planned: PlannedRun, reporter: Reporter, stop: StopSignal | None = N
     next_run_dir), with its config saved beside the LoRA. Running out of memory is a TrainingError
     that says what to change."""
     from engine.config_io import save_config
+    from engine.distributed import shared_path
     from engine.fileio import next_run_dir
     from engine.train import train
 
     cfg = planned.config
-    run_dir = run_dir or next_run_dir(Path(cfg.saving.output_folder).expanduser())
-    config_path = save_config(cfg, run_dir, name=cfg.saving.output_name or "config")
+
+    written: list[Path] = []
+
+    def make_run_dir() -> Path:
+        folder = run_dir or next_run_dir(Path(cfg.saving.output_folder).expanduser())
+        written.append(save_config(cfg, folder, name=cfg.saving.output_name or "config"))
+        return folder
+
+    # with several processes, the main one makes the folder and saves the config; all train into it
+    run_dir = shared_path(make_run_dir)
     try:
         result = train(cfg, run_dir, reporter, stop)
     except Exception as exc:
         if is_out_of_memory(exc):
             raise TrainingError(out_of_memory_advice(cfg, exc)) from exc
         raise
-    result.files.insert(0, config_path)
+    result.files[:0] = written  # the config, on the main process
     return result
 
 

@@ -105,6 +105,21 @@ class Session:
         self.reporter.saved(path)
         return [path]
 
+    def average_gradients(self) -> None:
+        """With several processes: every process gets the mean of all processes' gradients."""
+        if self.accelerator.num_processes == 1:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad for p in self.trainable if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.accelerator.num_processes
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
     def maybe_stop_text_encoder(self, step: int) -> None:
         """training.stop_text_encoder_training: after that share of the steps, the text encoder's
         LoRA stops learning (its gradients stop; the optimizer skips parameters without one)."""
@@ -119,7 +134,8 @@ class Session:
 
     def release(self) -> None:
         """Drop the model and optimizer so the next run of a queue starts with free memory."""
-        self.accelerator.unwrap_model(self.network).remove()
+        if self.network is not None:
+            self.accelerator.unwrap_model(self.network).remove()
         self.train_log.close()
         self.components = self.network = self.optimizer = self.scheduler = self.latents = None
 
@@ -276,7 +292,12 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
         num_cycles=cfg.optim.lr_scheduler_num_cycles,
         power=cfg.optim.lr_scheduler_power,
     )
-    network, optimizer, scheduler = acc.prepare(network, optimizer, scheduler)
+    # The network is not wrapped in DDP: the LoRA runs inside the UNet's and text encoders' own
+    # forward, never through the network's, and DDP only reduces gradients after its forward has
+    # run. `Session.average_gradients` does that reduction, in one call per step. The scheduler is
+    # not prepared either: accelerate would step it once per process, and one optimizer step here
+    # is one step of the schedule whatever the process count.
+    optimizer = acc.prepare(optimizer)
     start = None
     if cfg.saving.resume is not None:
         start = read_position(cfg.saving.resume)

@@ -34,12 +34,21 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
     quiet_heavy_imports()
     import torch
 
-    from engine.sampling import should_sample
-    from engine.tracking import learning_rates
-
     stop = stop or StopSignal()
     started = time.monotonic()
     session = prepare_session(cfg, run_dir, reporter)
+    try:
+        return _run(session, run_dir, reporter, stop, started)
+    finally:
+        session.release()  # also after a failure: the next run of a queue needs the memory
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _run(session, run_dir: Path, reporter: Reporter, stop: StopSignal, started: float) -> RunResult:
+    from engine.sampling import should_sample
+    from engine.tracking import learning_rates
+
     cfg = session.cfg  # dims may come from network.network_weights
     plan, acc, opt, saving = session.plan, session.accelerator, cfg.optim, cfg.saving
     saver = Saver(session, run_dir)
@@ -62,6 +71,8 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
             with acc.accumulate(session.network):
                 loss = session.batch_loss(batch, epoch, index)
                 acc.backward(loss)
+                if acc.sync_gradients:
+                    session.average_gradients()
                 if acc.sync_gradients and opt.max_grad_norm > 0:
                     acc.clip_grad_norm_(session.trainable, opt.max_grad_norm)
                 session.optimizer.step()
@@ -108,11 +119,7 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
     files += saver.save(epoch, step, "interrupted" if status == "interrupted" else None, final, kind=None)
     acc.wait_for_everyone()
     files = [f for f in files if f not in saver.removed]
-    result = RunResult(run_dir, status, step, plan.total_steps, files, time.monotonic() - started)
-    session.release()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return result
+    return RunResult(run_dir, status, step, plan.total_steps, files, time.monotonic() - started)
 
 
 class Saver:

@@ -132,3 +132,16 @@ def prune_states(run_dir: Path, base: str, kind: str, keep: int) -> list[Path]:
     for path in removed:
         shutil.rmtree(path)
     return removed
+
+
+def latest_state(run_dir: Path) -> Path | None:
+    """The state folder in `run_dir` with the most optimizer steps, or None."""
+    best: tuple[int, Path] | None = None
+    for folder in Path(run_dir).glob("*-state"):
+        try:
+            steps = read_position(folder).step
+        except ConfigError:
+            continue  # a half-written or foreign folder
+        if best is None or steps > best[0]:
+            best = (steps, folder)
+    return None if best is None else best[1]

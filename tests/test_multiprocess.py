@@ -45,10 +45,12 @@ def launch(tmp_path: Path, args: list[str], *, script: str = "run_wizard.py", po
 
 def write_config(tmp_path: Path, name: str, **changes) -> Path:
     data = {
-        "optim": {"optimizer": "AdamW", "learning_rate": 1e-3},
+        # SGD: its update is linear in the gradient, so float summation order stays a rounding error
+        # (Adam divides by the gradient's own size and turns 1e-9 differences into lr-sized ones)
+        "optim": {"optimizer": "SGDNesterov", "learning_rate": 0.5},
         "dataset": {"resolution": 128, "min_bucket_reso": 64, "max_bucket_reso": 256},
         "training": {"max_steps": 4, "batch_size": 1},
-        "saving": {"output_folder": str(tmp_path / name)},
+        "saving": {"output_folder": str(tmp_path / name), "save_precision": "float"},
     }
     for dotted, value in changes.items():
         section, field = dotted.split("__")
@@ -88,10 +90,10 @@ def test_two_processes_train_what_one_process_trains_with_twice_the_batch(two_pr
     result = run_one(planned, SilentReporter())
     two, one = lora(tmp / "two" / "run1"), lora(result.run_dir)
     assert two.keys() == one.keys()
-    # same samples, same noise, averaged gradients: equal up to float summation order (fp16 files)
-    worst = max(float((two[k].float() - one[k].float()).abs().max()) for k in two)
-    assert worst <= 1e-3, worst
-    assert any(float(v.float().abs().max()) > 0 for k, v in two.items() if "lora_up" in k)
+    # same samples, same noise, averaged gradients: equal up to float summation order
+    scale = max(float(v.abs().max()) for k, v in one.items() if "lora_up" in k)
+    worst = max(float((two[k] - one[k]).abs().max()) for k in two if "lora_up" in k)
+    assert scale > 0 and worst <= 1e-4 * scale, (worst, scale)
 
 
 def test_a_two_process_state_resumes_to_the_same_lora(two_process_run, tmp_path):

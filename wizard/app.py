@@ -50,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console(soft_wrap=True)  # paths and messages stay on one line, so they can be copied
-    args = build_parser().parse_args(argv)
+    from engine.distributed import is_main_process
     from engine.errors import LoraWizardError
+
+    # paths and messages stay on one line, so they can be copied; with several processes
+    # (accelerate launch) only the main one shows plans and progress
+    console = Console(soft_wrap=True, quiet=not is_main_process())
+    args = build_parser().parse_args(argv)
 
     try:
         if args.command is None:
@@ -62,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = _collect_runs(args)
         return _train_runs(console, runs, dry_run=getattr(args, "dry_run", False))
     except LoraWizardError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        # errors are shown by every process: the failing one may not be the main one
+        errors = console if is_main_process() else Console(stderr=True, soft_wrap=True)
+        errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("[yellow]stopped.[/]")
