@@ -334,26 +334,13 @@ class LoggingConfig(StrictModel):
 # never silently ignored; the entry goes away when the feature lands.
 NOT_SUPPORTED_YET: dict[str, str] = {
     "model.lowram": "models are loaded to the CPU first",
-    "dataset.weighted_captions": "captions are used as plain text",
     "dataset.color_aug": "no colour augmentation is applied",
-    "dataset.cache_latents_to_disk": "latents are cached in memory only",
-    "network.block_dims": "one rank for every block",
-    "network.block_alphas": "one alpha for every block",
-    "network.conv_block_dims": "one conv rank for every block",
-    "network.conv_block_alphas": "one conv alpha for every block",
-    "network.down_lr_weight": "one learning rate for every block",
-    "network.mid_lr_weight": "one learning rate for every block",
-    "network.up_lr_weight": "one learning rate for every block",
-    "network.block_lr_zero_threshold": "one learning rate for every block",
     "optim.lr_scheduler_args": "schedulers take no extra arguments",
     "optim.full_fp16": "LoRA weights train in fp32",
     "optim.full_bf16": "LoRA weights train in fp32",
-    "optim.scale_weight_norms": "no max-norm regularisation",
 }
 # Values of an otherwise supported option that are not built yet.
-NOT_SUPPORTED_VALUES: dict[str, tuple[Any, ...]] = {
-    "network.type": (NetworkType.LOHA, NetworkType.LOKR),
-}
+NOT_SUPPORTED_VALUES: dict[str, tuple[Any, ...]] = {}
 
 
 class TrainConfig(StrictModel):

@@ -185,4 +185,7 @@ def network_args(cfg: TrainConfig) -> dict[str, str]:
         value = getattr(net, name)
         if value is not None:
             args[name] = str(value)
-    return args
+    from engine.block_weights import block_network_args
+    from engine.network.lycoris_adapter import lycoris_network_args
+
+    return {**lycoris_network_args(net), **args, **block_network_args(net)}

@@ -16,6 +16,7 @@ import torch
 from engine.config import MixedPrecision, TrainConfig, TrainOn
 from engine.errors import ConfigError
 from engine.events import Reporter
+from engine.latent_disk_cache import LatentDiskCache, LatentRequest
 from engine.latents import LatentCache, encode_images, load_image
 from engine.plan import make_plan
 
@@ -190,6 +191,7 @@ def derive_generator(*parts: object) -> torch.Generator:
 def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter) -> LatentCache:
     """Encode each image the plan uses once (twice with flip_aug), in VAE batches."""
     reporter.phase("caching latents")
+    disk = LatentDiskCache(vae) if cfg.dataset.cache_latents_to_disk else None
     wanted = [(item, flip) for item in plan.items for flip in ((False, True) if cfg.dataset.flip_aug else (False,))]
     latents: dict = {}
     size = cfg.dataset.vae_batch_size
@@ -201,19 +203,28 @@ def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter) -> Latent
         group = by_bucket[bucket]
         for start in range(0, len(group), size):
             chunk = group[start : start + size]
-            pixels = torch.stack([load_image(item.record.path, item.choice, flip) for item, flip in chunk])
             keys = [(item.record.path, flip) for item, flip in chunk]
             generators = [derive_generator(cfg.training.seed, "latents", path, flip) for path, flip in keys]
-            encoded = encode_images(vae, pixels, generators).cpu()
+            if disk is not None:
+                requests = [LatentRequest(item.record.path, item.choice, flip) for item, flip in chunk]
+                encoded = disk.load_or_encode(requests, generators).cpu()
+            else:
+                pixels = torch.stack([load_image(item.record.path, item.choice, flip) for item, flip in chunk])
+                encoded = encode_images(vae, pixels, generators).cpu()
             for key, latent in zip(keys, encoded):
                 latents[key] = latent
+    if disk is not None:
+        reporter.notice(disk.stats.describe())
     return LatentCache(latents)
 
 
 def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
+    from engine.config import NetworkType
     from engine.lr_schedule import make_lambda_scheduler
     from engine.models.loading import load_base_model
-    from engine.network.inject import create_network, ranks_from_state_dict
+    from engine.network.blocks import block_param_groups, block_rank_for, config_lr_weights, uses_block_lr
+    from engine.network.inject import create_network, default_rank_for, ranks_from_state_dict
+    from engine.network.lycoris_adapter import create_lycoris_network
     from engine.text_cache import build_text_cache
     from engine.train_state import check_compatible, load_state, read_position
     from engine.losses import compute_snr
@@ -267,13 +278,11 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
             encoder.gradient_checkpointing_enable()
 
     cfg, start_weights = _start_weights(cfg, reporter)
-    network = create_network(
-        model,
-        cfg.network,
-        train_unet=train_unet,
-        train_text_encoder=train_te,
-        rank_for=ranks_from_state_dict(start_weights) if start_weights is not None else None,
-    )
+    rank_for = ranks_from_state_dict(start_weights) if start_weights is not None else default_rank_for(cfg.network)
+    if uses_block_settings(cfg.network):
+        rank_for = block_rank_for(cfg.network, model.family, rank_for)
+    build = create_lycoris_network if cfg.network.type in (NetworkType.LOHA, NetworkType.LOKR) else create_network
+    network = build(model, cfg.network, train_unet=train_unet, train_text_encoder=train_te, rank_for=rank_for)
     network.apply()
     if start_weights is not None:
         network.load_weights(start_weights)
@@ -281,7 +290,11 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
     network.to(device, dtype=torch.float32)
 
     lr = cfg.optim.learning_rate
-    groups = network.param_groups(unet_lr=cfg.optim.unet_lr or lr, text_encoder_lr=cfg.optim.text_encoder_lr or lr)
+    unet_lr, te_lr = cfg.optim.unet_lr or lr, cfg.optim.text_encoder_lr or lr
+    if uses_block_lr(cfg.network):
+        groups = block_param_groups(network, unet_lr, te_lr, config_lr_weights(cfg.network, model.family), model.family)
+    else:
+        groups = network.param_groups(unet_lr=unet_lr, text_encoder_lr=te_lr)
     optimizer = build_optimizer(cfg.optim.optimizer, groups, cfg.optim.optimizer_args, lr=lr)
     optimizer_name = describe_optimizer(optimizer, cfg.optim.optimizer, cfg.optim.optimizer_args)
     scheduler = make_lambda_scheduler(
@@ -427,3 +440,10 @@ def _set_attention(cfg: TrainConfig, unet, reporter: Reporter) -> None:
             "or use sdpa (the default, as fast on recent torch)"
         ) from None
     unet.enable_xformers_memory_efficient_attention()
+
+
+def uses_block_settings(net) -> bool:
+    """Any block-wise setting: LR weights (their zero blocks drop modules), the zero threshold, or a block list."""
+    from engine.network.blocks import BLOCK_LISTS, uses_block_lr
+
+    return uses_block_lr(net) or net.block_lr_zero_threshold > 0 or any(getattr(net, n) is not None for n in BLOCK_LISTS)

@@ -89,7 +89,9 @@ def conditioning(session, captions: list[str]):
     if cache is not None:
         return cache.conditioning(captions, device)
     with torch.set_grad_enabled(session.train_text_encoder), session.accelerator.autocast():
-        return encode_captions(session.components, captions, session.cfg.model, device)
+        return encode_captions(
+            session.components, captions, session.cfg.model, device, weighted=session.cfg.dataset.weighted_captions
+        )
 
 
 def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Tensor:

@@ -72,8 +72,13 @@ def captions_to_cache(cfg: TrainConfig, plan, captions: dict) -> list[str]:
     return sorted(texts)
 
 
-def encode_captions(components, captions: list[str], model_cfg: ModelConfig, device) -> Conditioning:
+def encode_captions(components, captions: list[str], model_cfg: ModelConfig, device, *, weighted: bool = False) -> Conditioning:
     """Tokenize and encode captions with the model's text encoders (the caller sets grad/autocast)."""
+    if weighted:
+        from engine.weighted_text import encode_weighted, tokenize_weighted
+
+        tokens = [tokenize_weighted(tok, captions, model_cfg.max_token_length).to(device) for tok in components.tokenizers]
+        return encode_weighted(components.family, components.text_encoders, tokens, model_cfg.clip_skip)
     ids = [tokenize(tok, captions, model_cfg.max_token_length).to(device) for tok in components.tokenizers]
     return encode(components.family, components.text_encoders, ids, model_cfg.clip_skip)
 

@@ -138,6 +138,11 @@ class TrainLog:
     def text(self, tag: str, markdown: str) -> None:
         self.writer.add_text(tag, markdown, 0)
 
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        """Other per-step numbers, e.g. max-norm regularisation's `max_norm/keys_scaled`."""
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
@@ -164,6 +169,9 @@ class NullTrainLog:
         pass
 
     def text(self, tag: str, markdown: str) -> None:
+        pass
+
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
         pass
 
     def close(self) -> None:

@@ -46,6 +46,7 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
 
 
 def _run(session, run_dir: Path, reporter: Reporter, stop: StopSignal, started: float) -> RunResult:
+    from engine.network.max_norm import apply_max_norm
     from engine.sampling import should_sample
     from engine.tracking import learning_rates
 
@@ -75,9 +76,12 @@ def _run(session, run_dir: Path, reporter: Reporter, stop: StopSignal, started: 
                     session.average_gradients()
                 if acc.sync_gradients and opt.max_grad_norm > 0:
                     acc.clip_grad_norm_(session.trainable, opt.max_grad_norm)
-                session.optimizer.step()
-                session.scheduler.step()
+                session.optimizer.step()  # accelerate skips it between accumulation boundaries
+                if acc.sync_gradients:
+                    session.scheduler.step()  # one schedule step per optimizer step
                 session.optimizer.zero_grad(set_to_none=True)
+                if acc.sync_gradients and opt.scale_weight_norms:
+                    scaled, mean_norm, max_norm = apply_max_norm(acc.unwrap_model(session.network), opt.scale_weight_norms, acc.device)
             loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
             loss_count += 1
             if not acc.sync_gradients:
@@ -90,6 +94,8 @@ def _run(session, run_dir: Path, reporter: Reporter, stop: StopSignal, started: 
                 shown_loss = fresh_loss = _read_loss(loss_sum, loss_count, step)
                 loss_sum, loss_count = None, 0
             session.train_log.step(step, fresh_loss, learning_rates(session.optimizer))
+            if opt.scale_weight_norms:
+                session.train_log.scalars(step, {"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean_norm, "max_norm/max_key_norm": max_norm})
             reporter.step(StepStats(step, plan.total_steps, epoch, plan.epochs, shown_loss, session.scheduler.get_last_lr()[0]))
             session.maybe_stop_text_encoder(step)
             if should_sample(cfg.sampling, epoch, step, epoch_end=False):

@@ -762,7 +762,7 @@ def test_gradient_accumulation_halves_the_optimizer_steps(data, monkeypatch):
 
     monkeypatch.setattr(engine.optim, "build_optimizer", keep)
     single = make_config(data.train, data.out, training={"epochs": 2})
-    double = changed(single, optim={"gradient_accumulation_steps": 2})
+    double = changed(single, optim={"gradient_accumulation_steps": 2, "lr_scheduler": "linear"})
     one, two = make_plan(single), make_plan(double)
     assert one.batches_per_epoch == two.batches_per_epoch == 4
     assert (one.steps_per_epoch, one.total_steps) == (4, 8)
@@ -771,6 +771,12 @@ def test_gradient_accumulation_halves_the_optimizer_steps(data, monkeypatch):
     assert result.steps == 4 and [s.step for s in reporter.steps] == [1, 2, 3, 4]
     (optimizer,) = built
     assert {int(state["step"]) for state in optimizer.state.values()} == {4}  # 8 batches, 4 updates
+    # the LR schedule moves once per optimizer step, not once per batch (linear decay over 4 steps)
+    from engine.lr_schedule import lr_multiplier
+
+    lr = double.optim.learning_rate
+    expected = [lr * lr_multiplier(k, 4, 0, double.optim.lr_scheduler, 1, 1.0, initial_lr=lr) for k in range(1, 5)]
+    assert [s.lr for s in reporter.steps] == pytest.approx(expected, rel=1e-9)
 
 
 def test_max_grad_norm_clips_the_update(data):
