@@ -334,7 +334,6 @@ class LoggingConfig(StrictModel):
 # never silently ignored; the entry goes away when the feature lands.
 NOT_SUPPORTED_YET: dict[str, str] = {
     "model.lowram": "models are loaded to the CPU first",
-    "dataset.color_aug": "no colour augmentation is applied",
     "optim.lr_scheduler_args": "schedulers take no extra arguments",
     "optim.full_fp16": "LoRA weights train in fp32",
     "optim.full_bf16": "LoRA weights train in fp32",

@@ -50,7 +50,8 @@ def batch_latents(session, batch: list[Sample], epoch: int, index: int, rows: li
         crop = None
         if session.cfg.dataset.random_crop:
             crop = crop_offsets(sample.item.choice, random.Random(f"crop:{seed}:{epoch}:{index}:{row}"))
-        pixels.append(load_image(sample.item.record.path, sample.item.choice, sample.flip, crop))
+        color = random.Random(f"color:{seed}:{epoch}:{index}:{row}") if session.cfg.dataset.color_aug else None
+        pixels.append(load_image(sample.item.record.path, sample.item.choice, sample.flip, crop, color))
         generators.append(derive_generator(seed, "vae", epoch, index, row))
     vae = session.components.vae
     vae.to(session.accelerator.device)

@@ -798,3 +798,30 @@ def test_max_grad_norm_clips_the_update(data):
     clipped = update_norm(1e-3)
     assert clipped == pytest.approx(1.9e-3, rel=1e-3)
     assert update_norm(0.0) > 20 * clipped  # the same step unclipped
+
+
+def test_color_aug_shifts_hue_or_gamma_a_third_of_the_time():
+    from engine.latents import color_augment
+
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    image[..., 0], image[..., 1], image[..., 2] = 200, 80, 40  # an orange
+    rng = random.Random(0)
+    outcomes = [color_augment(image, rng) for _ in range(3000)]
+    changed = [o for o in outcomes if not np.array_equal(o, image)]
+    assert 0.28 < len(changed) / 3000 < 0.38  # sd-scripts: p = 0.33
+    # every change is small: a hue shift within +-16 degrees or a gamma within [0.95, 1.05]
+    assert max(int(np.abs(o.astype(int) - image.astype(int)).max()) for o in changed) <= 60
+    assert any(o[0, 0, 1] != image[0, 0, 1] and o[0, 0, 0] >= 190 for o in changed)  # hue moves green
+
+
+def test_color_aug_reaches_the_uncached_images(uncached, monkeypatch):
+    from engine.step import batch_latents
+
+    loads = Spy(monkeypatch, engine.step, "load_image")
+    session = with_config(uncached, dataset={"color_aug": True, "random_crop": False})
+    sample = [Sample(uncached.plan.items[0], False)]
+    batch_latents(session, sample, 1, 0, [0])
+    assert isinstance(loads.last.args[4], random.Random)
+    plain = with_config(uncached, dataset={"color_aug": False, "random_crop": False})
+    batch_latents(plain, sample, 1, 0, [0])
+    assert loads.last.args[4] is None
