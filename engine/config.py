@@ -334,7 +334,6 @@ class LoggingConfig(StrictModel):
 # never silently ignored; the entry goes away when the feature lands.
 NOT_SUPPORTED_YET: dict[str, str] = {
     "model.lowram": "models are loaded to the CPU first",
-    "optim.lr_scheduler_args": "schedulers take no extra arguments",
     "optim.full_fp16": "LoRA weights train in fp32",
     "optim.full_bf16": "LoRA weights train in fp32",
 }
@@ -431,6 +430,13 @@ def combination_problems(cfg: TrainConfig) -> list[str]:
             "optim.lr_scheduler=constant has no warmup: use constant_with_warmup, or set "
             "optim.lr_warmup_ratio to 0"
         )
+    allowed = {"lr_end"} if opt.lr_scheduler == LrScheduler.POLYNOMIAL else set()
+    for key, value in opt.lr_scheduler_args.items():
+        if key not in allowed:
+            takes = ", ".join(sorted(allowed)) or "no extra arguments (its settings are config fields)"
+            out.append(f"optim.lr_scheduler_args.{key}: the {opt.lr_scheduler.value} schedule takes {takes}")
+        elif not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            out.append(f"optim.lr_scheduler_args.{key}={value!r}: give a positive number, e.g. 1e-7")
     if opt.full_fp16 and opt.full_bf16:
         out.append("optim.full_fp16 and optim.full_bf16 exclude each other: keep one")
     if opt.full_fp16 and opt.mixed_precision != MixedPrecision.FP16:

@@ -37,6 +37,8 @@ class Schedule:
     power: float = 1.0
     #: the optimizer's base LR; only the polynomial schedule needs it (its end LR is absolute)
     initial_lr: float | None = None
+    #: where the polynomial schedule ends (absolute LR); optim.lr_scheduler_args {"lr_end": ...}
+    lr_end: float = POLYNOMIAL_LR_END
 
     def __post_init__(self) -> None:
         if self.kind == LrScheduler.CONSTANT and self.warmup_steps:
@@ -47,9 +49,9 @@ class Schedule:
         if self.kind == LrScheduler.POLYNOMIAL:
             if self.initial_lr is None:
                 raise ValueError("the polynomial schedule needs initial_lr (its end LR is 1e-7 absolute)")
-            if not self.initial_lr > POLYNOMIAL_LR_END:
+            if not self.initial_lr > self.lr_end:
                 raise ValueError(
-                    f"the polynomial schedule decays to {POLYNOMIAL_LR_END}: the learning rate "
+                    f"the polynomial schedule decays to {self.lr_end}: the learning rate "
                     f"({self.initial_lr}) must be larger"
                 )
 
@@ -86,9 +88,9 @@ def _polynomial(s: Schedule, step: int) -> float:
     lr_init = s.initial_lr
     assert lr_init is not None  # checked in __post_init__
     if step > s.total_steps:
-        return POLYNOMIAL_LR_END / lr_init
+        return s.lr_end / lr_init
     remaining = 1 - (step - s.warmup_steps) / (s.total_steps - s.warmup_steps)
-    return ((lr_init - POLYNOMIAL_LR_END) * remaining**s.power + POLYNOMIAL_LR_END) / lr_init
+    return ((lr_init - s.lr_end) * remaining**s.power + s.lr_end) / lr_init
 
 
 SCHEDULES: dict[LrScheduler, Callable[[Schedule, int], float]] = {
@@ -130,6 +132,7 @@ def make_lambda_scheduler(
     warmup_steps: int = 0,
     num_cycles: int = 1,
     power: float = 1.0,
+    extra: dict | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR applying the schedule to every parameter group.
 
@@ -137,6 +140,6 @@ def make_lambda_scheduler(
     as transformers does, so groups with their own LR (UNet / text encoder) decay by the same factor.
     """
     schedule = Schedule(
-        scheduler, total_steps, warmup_steps, num_cycles, power, initial_lr=optimizer.defaults.get("lr")
+        scheduler, total_steps, warmup_steps, num_cycles, power, initial_lr=optimizer.defaults.get("lr"), **(extra or {})
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -304,6 +304,7 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
         warmup_steps=plan.warmup_steps,
         num_cycles=cfg.optim.lr_scheduler_num_cycles,
         power=cfg.optim.lr_scheduler_power,
+        extra=cfg.optim.lr_scheduler_args,
     )
     # The network is not wrapped in DDP: the LoRA runs inside the UNet's and text encoders' own
     # forward, never through the network's, and DDP only reduces gradients after its forward has

@@ -150,3 +150,24 @@ def test_schedule_is_a_plain_callable():
     schedule = Schedule(LrScheduler.LINEAR, total_steps=10, warmup_steps=2)
     assert [schedule(s) for s in range(0, 11, 2)] == [0.0, 1.0, 0.75, 0.5, 0.25, 0.0]
     assert math.isclose(schedule(3), 7 / 8)
+
+
+def test_polynomial_lr_end_from_scheduler_args():
+    import torch
+
+    from engine.config import TrainConfig
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1e-3)
+    sched = make_lambda_scheduler(
+        optimizer, scheduler=LrScheduler.POLYNOMIAL, total_steps=10, power=1.0, extra={"lr_end": 1e-4}
+    )
+    for _ in range(10):
+        optimizer.step()
+        sched.step()
+    assert sched.get_last_lr()[0] == pytest.approx(1e-4)
+    # only the arguments a schedule takes are accepted, with the fix in the message
+    with pytest.raises(ValueError, match="takes lr_end"):
+        TrainConfig.model_validate({"optim": {"lr_scheduler": "polynomial", "lr_scheduler_args": {"power_x": 2}}})
+    with pytest.raises(ValueError, match="takes no extra arguments"):
+        TrainConfig.model_validate({"optim": {"lr_scheduler_args": {"lr_end": 1e-6}}})
