@@ -332,11 +332,7 @@ class LoggingConfig(StrictModel):
 
 # Options whose engine effect is not built yet. Setting one away from its default is an error,
 # never silently ignored; the entry goes away when the feature lands.
-NOT_SUPPORTED_YET: dict[str, str] = {
-    "model.lowram": "models are loaded to the CPU first",
-    "optim.full_fp16": "LoRA weights train in fp32",
-    "optim.full_bf16": "LoRA weights train in fp32",
-}
+NOT_SUPPORTED_YET: dict[str, str] = {}
 # Values of an otherwise supported option that are not built yet.
 NOT_SUPPORTED_VALUES: dict[str, tuple[Any, ...]] = {}
 

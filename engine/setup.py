@@ -258,6 +258,8 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
         module.requires_grad_(False)
         module.eval()
     model.vae.to(device, dtype=torch.float32)
+    if cfg.model.lowram:
+        _move_to_device_now(model, device, weight_dtype, reporter)
 
     latents = None
     if cfg.dataset.cache_latents:
@@ -287,7 +289,9 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
     if start_weights is not None:
         network.load_weights(start_weights)
         reporter.notice(f"started from the weights of {cfg.network.network_weights}")
-    network.to(device, dtype=torch.float32)
+    # full_fp16/full_bf16: the LoRA's own weights, gradients and optimizer state in half precision
+    half = cfg.optim.full_fp16 or cfg.optim.full_bf16
+    network.to(device, dtype=weight_dtype if half else torch.float32)
 
     lr = cfg.optim.learning_rate
     unet_lr, te_lr = cfg.optim.unet_lr or lr, cfg.optim.text_encoder_lr or lr
@@ -312,6 +316,8 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
     # not prepared either: accelerate would step it once per process, and one optimizer step here
     # is one step of the schedule whatever the process count.
     optimizer = acc.prepare(optimizer)
+    if cfg.optim.full_fp16:
+        _allow_fp16_gradient_unscaling(acc)
     start = None
     if cfg.saving.resume is not None:
         start = read_position(cfg.saving.resume)
@@ -408,6 +414,34 @@ def tag_frequency(plan, captions: dict[Path, str]) -> dict[str, dict[str, int]]:
         if not item.record.is_reg:
             by_folder.setdefault(item.record.subset, []).append(captions[item.record.path])
     return {folder: dict(count_tags(texts)) for folder, texts in by_folder.items()}
+
+
+def _move_to_device_now(model, device, weight_dtype, reporter: Reporter) -> None:
+    """model.lowram: the UNet and text encoders leave the CPU's memory as soon as they are loaded
+    (for machines with more GPU memory than RAM, e.g. Colab)."""
+    if device.type == "cpu":
+        reporter.notice("model.lowram has no effect on a CPU run: the models are in RAM either way")
+        return
+    model.unet.to(device, dtype=weight_dtype)
+    for encoder in model.text_encoders:
+        encoder.to(device, dtype=weight_dtype)
+    import gc
+
+    gc.collect()
+
+
+def _allow_fp16_gradient_unscaling(acc) -> None:
+    """full_fp16 keeps the LoRA's gradients in fp16; torch's GradScaler refuses to unscale fp16
+    gradients unless told to (sd-scripts patches the scaler the same way)."""
+    scaler = getattr(acc, "scaler", None)
+    if scaler is None:
+        return
+    original = scaler._unscale_grads_
+
+    def unscale_allowing_fp16(optimizer, inv_scale, found_inf, allow_fp16):
+        return original(optimizer, inv_scale, found_inf, True)
+
+    scaler._unscale_grads_ = unscale_allowing_fp16
 
 
 def _check_family_rules(cfg: TrainConfig, model, reporter: Reporter) -> None:
