@@ -88,7 +88,7 @@ def _check_paths(cfg: TrainConfig) -> str:
     """Every path the run reads exists; returns the model family for the size estimate ("demo"
     for the built-in models). A single-file model's family is read from its header, which also
     finds a LoRA or a VAE given as the base model before the queue starts."""
-    from engine.models.detect import detect
+    from engine.models.detect import detect, resolve_family
     from engine.models.loading import BUILTIN_MODELS
 
     for field, value, kind in (
@@ -108,10 +108,11 @@ def _check_paths(cfg: TrainConfig) -> str:
     path = Path(model).expanduser()
     if not path.exists():
         raise ConfigError(f"model.base_model: {model} does not exist; give a .safetensors/.ckpt file or a diffusers folder (or {DEMO_MODEL})")
+    if path.is_dir() or path.suffix.lower() == ".safetensors":
+        # the header says the family: a config that names another one is caught before any run
+        return resolve_family(cfg.model.family, detect(path), path).value
     if cfg.model.family != ModelFamily.AUTO:
         return cfg.model.family.value
-    if path.is_dir() or path.suffix.lower() == ".safetensors":
-        return detect(path).family.value
     return ModelFamily.SDXL.value  # a .ckpt is read only by loading it all: assume the largest
 
 

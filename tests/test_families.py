@@ -395,11 +395,6 @@ def test_family_mismatch_is_a_clear_error(tmp_path, capsys, checkpoints, dataset
     assert not list((tmp_path / "out").rglob("*.safetensors"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner._check_paths trusts an explicit model.family; the mismatch is found at load, "
-    "where a failing run exits 1. Detecting it in preflight (the header read is cheap) makes it 2",
-)
 def test_family_mismatch_is_bad_input_found_before_training(tmp_path, capsys, checkpoints, dataset):
     from wizard.app import EXIT_BAD_INPUT
 

@@ -149,3 +149,13 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelError(f"{path} is not a JSON object; restore it from the model's download")
     return data
+
+
+def resolve_family(requested: ModelFamily, found: Detection, source: Path | str) -> ModelFamily:
+    """The detected family, or a ModelError when the config names another one."""
+    if requested not in (ModelFamily.AUTO, found.family):
+        raise ModelError(
+            f"config says model.family={requested.value} but {source} is an {short_name(found.family)} "
+            f"checkpoint ({found.evidence}): set model.family to {found.family.value} or auto"
+        )
+    return found.family

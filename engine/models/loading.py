@@ -26,7 +26,7 @@ from engine.config import ModelFamily
 from engine.errors import ModelError
 from engine.models.checkpoint_file import load_state_dict
 from engine.models.components import BaseComponents
-from engine.models.detect import Detection, detect_folder, family_from_keys, short_name
+from engine.models.detect import Detection, detect_folder, family_from_keys, resolve_family, short_name
 from engine.models.tokenizer import EOS_PAD, OPENCLIP_PAD, load_clip_tokenizer
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "assets" / "model_configs"
@@ -107,21 +107,12 @@ def load_base_model(
     return components
 
 
-def _resolve_family(requested: ModelFamily, found: Detection, source: Path | str) -> ModelFamily:
-    if requested not in (ModelFamily.AUTO, found.family):
-        raise ModelError(
-            f"config says model.family={requested.value} but {source} is an {short_name(found.family)} "
-            f"checkpoint ({found.evidence}): set model.family to {found.family.value} or auto"
-        )
-    return found.family
-
-
 def _load_builtin(spec: str, requested: ModelFamily, dtype: Any) -> BaseComponents:
     from engine.models.tiny import build_demo, build_tiny
 
     if spec not in BUILTIN_MODELS:
         raise ModelError(f"unknown built-in model {spec!r}; choose one of {', '.join(BUILTIN_MODELS)}")
-    family = _resolve_family(requested, Detection(BUILTIN_MODELS[spec], "built in"), spec)
+    family = resolve_family(requested, Detection(BUILTIN_MODELS[spec], "built in"), spec)
     components = build_demo() if spec == "builtin:demo" else build_tiny(family)
     components.source = spec
     components.notes.append(f"{spec}: a tiny {short_name(family)} model with random weights (demo and tests)")
@@ -148,7 +139,7 @@ def _load_folder(path: Path, requested: ModelFamily, dtype: Any) -> BaseComponen
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     found = detect_folder(path)
-    family = _resolve_family(requested, found, path)
+    family = resolve_family(requested, found, path)
     unet = _from_pretrained(UNet2DConditionModel, path, "unet", dtype)
     vae = _from_pretrained(AutoencoderKL, path, "vae", dtype)
     encoders = [_from_pretrained(_encoder_class(s), path, s.subfolder, dtype) for s in TEXT_ENCODERS[family]]
@@ -210,7 +201,7 @@ def _load_single_file(
 
     state = load_state_dict(path)
     found = family_from_keys(state, path)
-    family = _resolve_family(requested, found, path)
+    family = resolve_family(requested, found, path)
     root = Path(config_dir) if config_dir is not None else shipped_config_dir(family, v_parameterization)
     notes = [f"detected {short_name(family)} from {found.evidence} in {path.name}"]
     if config_dir is not None:
