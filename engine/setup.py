@@ -188,7 +188,11 @@ def derive_generator(*parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
-def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter) -> LatentCache:
+class StoppedDuringSetup(Exception):
+    """Ctrl-C arrived while the run was still loading or caching: nothing was trained."""
+
+
+def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter, stop=None) -> LatentCache:
     """Encode each image the plan uses once (twice with flip_aug), in VAE batches."""
     reporter.phase("caching latents")
     disk = LatentDiskCache(vae) if cfg.dataset.cache_latents_to_disk else None
@@ -202,6 +206,8 @@ def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter) -> Latent
     for bucket in sorted(by_bucket):
         group = by_bucket[bucket]
         for start in range(0, len(group), size):
+            if stop is not None and stop.requested:
+                raise StoppedDuringSetup
             chunk = group[start : start + size]
             keys = [(item.record.path, flip) for item, flip in chunk]
             generators = [derive_generator(cfg.training.seed, "latents", path, flip) for path, flip in keys]
@@ -218,7 +224,7 @@ def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter) -> Latent
     return LatentCache(latents)
 
 
-def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
+def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop=None):
     from engine.config import NetworkType
     from engine.lr_schedule import make_lambda_scheduler
     from engine.models.loading import load_base_model
@@ -263,7 +269,7 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter):
 
     latents = None
     if cfg.dataset.cache_latents:
-        latents = cache_all_latents(cfg, plan, model.vae, reporter)
+        latents = cache_all_latents(cfg, plan, model.vae, reporter, stop)
         model.vae.to("cpu")
 
     model.unet.to(device, dtype=weight_dtype)

@@ -29,14 +29,20 @@ LOSS_READ_EVERY = 10
 def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal | None = None) -> RunResult:
     """Train one config into `run_dir`. Bad input raises a LoraWizardError before the first step;
     a failure while training is a TrainingError whose message says what to change."""
-    from engine.setup import prepare_session, quiet_heavy_imports
+    from engine.setup import StoppedDuringSetup, prepare_session, quiet_heavy_imports
 
     quiet_heavy_imports()
     import torch
 
     stop = stop or StopSignal()
     started = time.monotonic()
-    session = prepare_session(cfg, run_dir, reporter)
+    try:
+        session = prepare_session(cfg, run_dir, reporter, stop)
+    except StoppedDuringSetup:
+        return RunResult(run_dir, "interrupted", 0, 0, [], time.monotonic() - started, "stopped before the first step")
+    if stop.requested:
+        session.release()
+        return RunResult(run_dir, "interrupted", 0, session.plan.total_steps, [], time.monotonic() - started, "stopped before the first step")
     try:
         return _run(session, run_dir, reporter, stop, started)
     finally:

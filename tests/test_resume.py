@@ -99,3 +99,11 @@ def test_resume_needs_the_same_seed(tmp_path, uninterrupted):
 def test_resume_from_a_folder_that_is_not_a_state(tmp_path):
     with pytest.raises(ConfigError, match="not a training state folder"):
         train(config(tmp_path, "x", resume=str(tmp_path)))
+
+
+def test_ctrl_c_while_loading_stops_before_the_first_step(tmp_path):
+    stop = StopSignal()
+    stop.request()  # pressed before the model has even loaded
+    result = train(config(tmp_path, "early"), stop=stop)
+    assert result.status == "interrupted" and result.steps == 0
+    assert not list(result.run_dir.glob("*.safetensors"))
