@@ -183,13 +183,8 @@ def train(cfg: TrainConfig, checkpoint: Checkpoint, *, text_cache_allowed: bool 
         probe.config_dirs_asked.append((family, v_parameterization))
         return checkpoint.config_dir
 
-    def prepare(cfg, run_dir, reporter):
-        session = original_prepare(cfg, run_dir, reporter)
-        if not hasattr(session, "text_cache"):
-            # until setup.prepare_session builds the cache itself, build it here as setup will
-            session.text_cache = text_cache.build_text_cache(
-                cfg, session.plan, session.captions, session.components, session.accelerator, reporter
-            )
+    def prepare(cfg, run_dir, reporter, stop=None):
+        session = original_prepare(cfg, run_dir, reporter, stop)
         probe.attach(session)
         return session
 
