@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from engine.config import MixedPrecision, TrainConfig, TrainOn
+from engine.distributed import is_main_process
 from engine.errors import ConfigError
 from engine.events import Reporter
 from engine.latent_disk_cache import LatentDiskCache, LatentRequest
@@ -195,7 +196,8 @@ class StoppedDuringSetup(Exception):
 def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter, stop=None) -> LatentCache:
     """Encode each image the plan uses once (twice with flip_aug), in VAE batches."""
     reporter.phase("caching latents")
-    disk = LatentDiskCache(vae) if cfg.dataset.cache_latents_to_disk else None
+    # only the main process writes cache files; the others encode the same latents in memory
+    disk = LatentDiskCache(vae) if cfg.dataset.cache_latents_to_disk and is_main_process() else None
     wanted = [(item, flip) for item in plan.items for flip in ((False, True) if cfg.dataset.flip_aug else (False,))]
     latents: dict = {}
     size = cfg.dataset.vae_batch_size
