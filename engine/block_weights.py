@@ -135,18 +135,18 @@ def parse_block_values(value: BlockValue, count: int, *, field: str, presets: bo
         return [float(value)]
     if isinstance(value, str):
         items = [s.strip() for s in value.split(",")]
-        if len(items) == 1 and presets and items[0] and not _is_number(items[0]):
+        if len(items) == 1 and presets and items[0] and not is_number(items[0]):
             return preset_weights(items[0], count, field=field)
         if any(not s for s in items):
             raise ConfigError(f"{field}={value!r} has an empty item: write every value (0 for none)")
-        bad = [s for s in items if not _is_number(s)]
+        bad = [s for s in items if not is_number(s)]
         if bad:
             raise ConfigError(f"{field}={value!r}: {bad[0]!r} is not a number")
         return [float(s) for s in items]
     return [float(v) for v in value]
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         float(text)
     except ValueError:

@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from engine.block_weights import is_number
 from engine.config import (
     NOT_SUPPORTED_VALUES,
     NOT_SUPPORTED_YET,
@@ -393,7 +394,7 @@ def parse_lr_weight(text: str) -> Any:
 
     items = _number_items(text)
     try:
-        if len(items) == 1 and not _is_number(items[0]):
+        if len(items) == 1 and not is_number(items[0]):
             preset_weights(items[0], 12, field="this answer")
             return items[0]
         return parse_block_values(",".join(items), 12, field="this answer", presets=False)
@@ -404,7 +405,7 @@ def parse_lr_weight(text: str) -> Any:
 def parse_mid_weight(text: str) -> Any:
     """One number, or a list (SDXL has three middle blocks)."""
     items = _number_items(text)
-    if not all(_is_number(item) for item in items):
+    if not all(is_number(item) for item in items):
         raise AnswerError("not_numbers")
     values = [float(item) for item in items]
     return values[0] if len(values) == 1 else values
@@ -413,17 +414,9 @@ def parse_mid_weight(text: str) -> Any:
 def parse_number_list(text: str) -> list[str]:
     """Numbers separated by commas, handed to the config field as typed (it checks int or float)."""
     items = _number_items(text)
-    if not all(_is_number(item) for item in items):
+    if not all(is_number(item) for item in items):
         raise AnswerError("not_numbers")
     return items
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def fits_lr_weights(path: str) -> Callable[[Draft, Any], None]:

@@ -33,6 +33,16 @@ _TENSOR_SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
 _SHOWN = 8  # names listed in an error message
 
 
+def wrap_targets(targets, rank_for: RankFn, make: Callable[..., nn.Module]) -> list:
+    """`make(target, dim, alpha)` for every target that `rank_for` gives a rank (None skips it)."""
+    built = []
+    for target in targets:
+        rank = rank_for(target.name, target.module)
+        if rank is not None:
+            built.append(make(target, *rank))
+    return built
+
+
 def default_rank_for(net_cfg: NetworkConfig) -> RankFn:
     """Linear and 1x1 layers get (dim, alpha); 3x3 convs get (conv_dim, conv_alpha) when conv_dim is set.
 
@@ -201,14 +211,7 @@ def create_network(
     options = dict(dropout=net_cfg.dropout, rank_dropout=net_cfg.rank_dropout, module_dropout=net_cfg.module_dropout)
 
     def build(targets) -> list[LoraModule]:
-        built = []
-        for target in targets:
-            rank = rank_for(target.name, target.module)
-            if rank is None:
-                continue
-            dim, alpha = rank
-            built.append(LoraModule(target.name, target.module, dim, alpha, **options))
-        return built
+        return wrap_targets(targets, rank_for, lambda t, dim, alpha: LoraModule(t.name, t.module, dim, alpha, **options))
 
     te_loras: list[LoraModule] = []
     if train_text_encoder:

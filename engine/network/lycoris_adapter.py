@@ -30,7 +30,7 @@ import torch
 from engine.config import NetworkConfig, NetworkType
 from engine.errors import ConfigError, MissingPackageError, ModelError
 from engine.models.components import BaseComponents
-from engine.network.inject import LoraNetwork, RankFn, default_rank_for
+from engine.network.inject import LoraNetwork, RankFn, default_rank_for, wrap_targets
 from engine.network.names import (
     text_encoder_prefixes,
     text_encoder_targets,
@@ -161,28 +161,22 @@ def create_lycoris_network(
     module_class = lycoris_module_class(net_cfg.type)
     rank_for = rank_for or default_rank_for(net_cfg)
 
+    def make(target, dim: int, alpha: float):
+        return module_class(
+            target.name,
+            target.module,
+            multiplier=1.0,
+            lora_dim=dim,
+            alpha=alpha,
+            dropout=0.0,
+            rank_dropout=net_cfg.rank_dropout or 0.0,
+            module_dropout=net_cfg.module_dropout or 0.0,
+            use_tucker=False,
+            bypass_mode=True,
+        )
+
     def build(targets) -> list:
-        built = []
-        for target in targets:
-            rank = rank_for(target.name, target.module)
-            if rank is None:
-                continue
-            dim, alpha = rank
-            built.append(
-                module_class(
-                    target.name,
-                    target.module,
-                    multiplier=1.0,
-                    lora_dim=dim,
-                    alpha=alpha,
-                    dropout=0.0,
-                    rank_dropout=net_cfg.rank_dropout or 0.0,
-                    module_dropout=net_cfg.module_dropout or 0.0,
-                    use_tucker=False,
-                    bypass_mode=True,
-                )
-            )
-        return built
+        return wrap_targets(targets, rank_for, make)
 
     te_modules: list = []
     if train_text_encoder:
