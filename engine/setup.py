@@ -56,6 +56,7 @@ class Session:
     train_log: Any = None  # engine.tracking.TrainLog or NullTrainLog
     start: Any = None  # engine.train_state.Position when resuming a saved state
     text_cache: Any = None  # engine.text_cache.TextCache when the text-encoder outputs are cached
+    _image_pool: Any = None  # the image-loading threads (uncached latents only)
 
     def sample(self, epoch: int, step: int, epoch_end: bool) -> list[Path]:
         """Sample images on the main process (the others wait), shown in TensorBoard too."""
@@ -107,6 +108,24 @@ class Session:
         self.reporter.saved(path)
         return [path]
 
+    def image_loader(self):
+        """Threads that decode images for uncached latents (dataset.max_data_loader_n_workers; 0 =
+        in the training thread). Kept for the whole run with persistent_data_loader_workers,
+        else started afresh each epoch (`end_epoch`)."""
+        workers = self.cfg.dataset.max_data_loader_n_workers
+        if self.latents is not None or workers == 0:
+            return None
+        if self._image_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._image_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lora-wizard-images")
+        return self._image_pool
+
+    def end_epoch(self) -> None:
+        if self._image_pool is not None and not self.cfg.dataset.persistent_data_loader_workers:
+            self._image_pool.shutdown()
+            self._image_pool = None
+
     def average_gradients(self) -> None:
         """With several processes: every process gets the mean of all processes' gradients."""
         if self.accelerator.num_processes == 1:
@@ -136,6 +155,9 @@ class Session:
 
     def release(self) -> None:
         """Drop the model and optimizer so the next run of a queue starts with free memory."""
+        if self._image_pool is not None:
+            self._image_pool.shutdown()
+            self._image_pool = None
         if self.network is not None:
             self.accelerator.unwrap_model(self.network).remove()
         self.train_log.close()
@@ -471,6 +493,10 @@ def _check_family_rules(cfg: TrainConfig, model, reporter: Reporter) -> None:
 def _set_attention(cfg: TrainConfig, unet, reporter: Reporter) -> None:
     from engine.config import Attention
 
+    if cfg.model.attention == Attention.MEM_EFF:
+        reporter.notice(
+            "model.attention=mem_eff: torch SDPA already picks its memory-efficient (or flash) kernel on a GPU"
+        )
     if cfg.model.attention != Attention.XFORMERS:
         return  # diffusers uses torch SDPA by default (flash / memory-efficient kernels on CUDA)
     if not torch.cuda.is_available():

@@ -45,14 +45,18 @@ def batch_latents(session, batch: list[Sample], epoch: int, index: int, rows: li
     if session.latents is not None:
         return torch.stack([session.latents.get(s.item.record.path, s.flip) for s in chosen])
     seed = session.cfg.training.seed
-    pixels, generators = [], []
-    for row, sample in zip(rows, chosen):
+
+    def load(row: int, sample: Sample) -> torch.Tensor:
         crop = None
         if session.cfg.dataset.random_crop:
             crop = crop_offsets(sample.item.choice, random.Random(f"crop:{seed}:{epoch}:{index}:{row}"))
         color = random.Random(f"color:{seed}:{epoch}:{index}:{row}") if session.cfg.dataset.color_aug else None
-        pixels.append(load_image(sample.item.record.path, sample.item.choice, sample.flip, crop, color))
-        generators.append(derive_generator(seed, "vae", epoch, index, row))
+        return load_image(sample.item.record.path, sample.item.choice, sample.flip, crop, color)
+
+    # dataset.max_data_loader_n_workers: decode the batch's images on that many threads
+    pool = session.image_loader()
+    pixels = list(pool.map(load, rows, chosen)) if pool else [load(r, s) for r, s in zip(rows, chosen)]
+    generators = [derive_generator(seed, "vae", epoch, index, row) for row in rows]
     vae = session.components.vae
     vae.to(session.accelerator.device)
     return encode_images(vae, torch.stack(pixels), generators).cpu()

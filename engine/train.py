@@ -185,6 +185,7 @@ class Saver:
 def _end_epoch(session, epoch: int, step: int) -> None:
     from engine.sampling import should_sample
 
+    session.end_epoch()
     session.train_log.epoch(epoch)
     if should_sample(session.cfg.sampling, epoch, step, epoch_end=True):
         session.sample(epoch, step, epoch_end=True)

@@ -825,3 +825,36 @@ def test_color_aug_reaches_the_uncached_images(uncached, monkeypatch):
     plain = with_config(uncached, dataset={"color_aug": False, "random_crop": False})
     batch_latents(plain, sample, 1, 0, [0])
     assert loads.last.args[4] is None
+
+
+@pytest.mark.parametrize(("workers", "persistent"), [(0, True), (2, True), (2, False)])
+def test_data_loader_workers_decode_uncached_images(uncached, monkeypatch, workers, persistent):
+    import threading
+
+    from engine.step import batch_latents
+
+    threads = []
+    real_load = engine.step.load_image
+
+    def record(*args):
+        threads.append(threading.current_thread().name)
+        return real_load(*args)
+
+    monkeypatch.setattr(engine.step, "load_image", record)
+    session = with_config(
+        uncached, dataset={"max_data_loader_n_workers": workers, "persistent_data_loader_workers": persistent}
+    )
+    session = dataclasses.replace(session, _image_pool=None)  # its own threads, not the fixture's
+    batch = [Sample(item, False) for item in uncached.plan.items[:2] if item.bucket == uncached.plan.items[0].bucket]
+    first = batch_latents(session, batch, 1, 0, list(range(len(batch))))
+    pool = session._image_pool
+    session.end_epoch()
+    assert (session._image_pool is pool) == (persistent or workers == 0)
+    if workers:
+        assert all(name.startswith("lora-wizard-images") for name in threads)
+    else:
+        assert set(threads) == {threading.current_thread().name}
+    serial = with_config(uncached, dataset={"max_data_loader_n_workers": 0})
+    assert torch.equal(first, batch_latents(serial, batch, 1, 0, list(range(len(batch)))))  # same pixels
+    if session._image_pool is not None:
+        session._image_pool.shutdown()
