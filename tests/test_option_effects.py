@@ -858,3 +858,23 @@ def test_data_loader_workers_decode_uncached_images(uncached, monkeypatch, worke
     assert torch.equal(first, batch_latents(serial, batch, 1, 0, list(range(len(batch)))))  # same pixels
     if session._image_pool is not None:
         session._image_pool.shutdown()
+
+
+def test_stop_text_encoder_training_freezes_its_lora_from_that_step(data):
+    from safetensors.torch import load_file
+
+    cfg = make_config(
+        data.train,
+        data.out,
+        training={"max_steps": 6, "stop_text_encoder_training": 50},
+        saving={"save_every_n_steps": 3},
+    )
+    _, result, reporter = train_run(cfg)
+    assert any("text encoder stops training" in n for n in reporter.notices)
+    at_stop = load_file(result.run_dir / "last-step00000003.safetensors")
+    final = load_file(result.run_dir / "last.safetensors")
+    te = [k for k in final if k.startswith("lora_te_") and "lora_up" in k]
+    unet = [k for k in final if k.startswith("lora_unet_") and "lora_up" in k]
+    assert te and all(torch.equal(at_stop[k], final[k]) for k in te)  # frozen from step 3 on
+    assert any(not torch.equal(at_stop[k], final[k]) for k in unet)  # the UNet keeps learning
+    assert any(float(final[k].abs().max()) > 0 for k in te)  # it did learn before the stop
