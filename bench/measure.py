@@ -98,7 +98,7 @@ class TrainingSteps:
     """engine/train.py's loop body (loss, backward, clip, optimizer and schedule steps, zero_grad,
     a loss read every LOSS_READ_EVERY steps, the per-step log and report calls) over the session's
     own plan batches, epoch after epoch. Saving, sampling and the stop flag are left out: they are
-    not part of a step. Keep this in step with train.py until the engine exposes its step."""
+    not part of a step. The step itself is engine.train.training_step, the loop's own."""
 
     def __init__(self, session) -> None:
         self.session = session
@@ -121,19 +121,10 @@ class TrainingSteps:
         from engine.tracking import learning_rates
         from engine.train import LOSS_READ_EVERY
 
+        from engine.train import training_step
+
         session, (epoch, index, batch) = self.session, next(self.batches)
-        acc, opt = session.accelerator, session.cfg.optim
-        with acc.accumulate(session.network):
-            loss = session.batch_loss(batch, epoch, index)
-            acc.backward(loss)
-            if acc.sync_gradients:
-                session.average_gradients()
-            if acc.sync_gradients and opt.max_grad_norm > 0:
-                acc.clip_grad_norm_(session.trainable, opt.max_grad_norm)
-            session.optimizer.step()
-            if acc.sync_gradients:
-                session.scheduler.step()
-            session.optimizer.zero_grad(set_to_none=True)
+        loss, _ = training_step(session, batch, epoch, index)
         self.loss_sum = loss.detach() if self.loss_sum is None else self.loss_sum + loss.detach()
         self.loss_count += 1
         self.done += 1

@@ -52,12 +52,11 @@ def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal 
 
 
 def _run(session, run_dir: Path, reporter: Reporter, stop: StopSignal, started: float) -> RunResult:
-    from engine.network.max_norm import apply_max_norm
     from engine.sampling import should_sample
     from engine.tracking import learning_rates
 
     cfg = session.cfg  # dims may come from network.network_weights
-    plan, acc, opt, saving = session.plan, session.accelerator, cfg.optim, cfg.saving
+    plan, acc, saving = session.plan, session.accelerator, cfg.saving
     saver = Saver(session, run_dir)
     files: list[Path] = list(session.extra_files)
     reporter.phase("training")
@@ -75,19 +74,7 @@ def _run(session, run_dir: Path, reporter: Reporter, stop: StopSignal, started: 
         for index, batch in enumerate(batches):
             if index < skip:
                 continue  # trained before the resume
-            with acc.accumulate(session.network):
-                loss = session.batch_loss(batch, epoch, index)
-                acc.backward(loss)
-                if acc.sync_gradients:
-                    session.average_gradients()
-                if acc.sync_gradients and opt.max_grad_norm > 0:
-                    acc.clip_grad_norm_(session.trainable, opt.max_grad_norm)
-                session.optimizer.step()  # accelerate skips it between accumulation boundaries
-                if acc.sync_gradients:
-                    session.scheduler.step()  # one schedule step per optimizer step
-                session.optimizer.zero_grad(set_to_none=True)
-                if acc.sync_gradients and opt.scale_weight_norms:
-                    scaled, mean_norm, max_norm = apply_max_norm(acc.unwrap_model(session.network), opt.scale_weight_norms, acc.device)
+            loss, norms = training_step(session, batch, epoch, index)
             loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
             loss_count += 1
             if not acc.sync_gradients:
@@ -100,8 +87,11 @@ def _run(session, run_dir: Path, reporter: Reporter, stop: StopSignal, started: 
                 shown_loss = fresh_loss = _read_loss(loss_sum, loss_count, step)
                 loss_sum, loss_count = None, 0
             session.train_log.step(step, fresh_loss, learning_rates(session.optimizer))
-            if opt.scale_weight_norms:
-                session.train_log.scalars(step, {"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean_norm, "max_norm/max_key_norm": max_norm})
+            if norms is not None:
+                scaled, mean_norm, max_norm = norms
+                session.train_log.scalars(
+                    step, {"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean_norm, "max_norm/max_key_norm": max_norm}
+                )
             reporter.step(StepStats(step, plan.total_steps, epoch, plan.epochs, shown_loss, session.scheduler.get_last_lr()[0]))
             session.maybe_stop_text_encoder(step)
             if should_sample(cfg.sampling, epoch, step, epoch_end=False):
@@ -132,6 +122,30 @@ def _run(session, run_dir: Path, reporter: Reporter, stop: StopSignal, started: 
     acc.wait_for_everyone()
     files = [f for f in files if f not in saver.removed]
     return RunResult(run_dir, status, step, plan.total_steps, files, time.monotonic() - started)
+
+
+def training_step(session, batch, epoch: int, index: int):
+    """One micro-batch: loss, backward and, at an accumulation boundary, the gradient average over
+    processes, clipping, the optimizer and schedule steps and max-norm. Returns the (device) loss
+    and the max-norm numbers when they were applied. The benchmark times exactly this."""
+    acc, opt = session.accelerator, session.cfg.optim
+    norms = None
+    with acc.accumulate(session.network):
+        loss = session.batch_loss(batch, epoch, index)
+        acc.backward(loss)
+        if acc.sync_gradients:
+            session.average_gradients()
+        if acc.sync_gradients and opt.max_grad_norm > 0:
+            acc.clip_grad_norm_(session.trainable, opt.max_grad_norm)
+        session.optimizer.step()  # accelerate skips it between accumulation boundaries
+        if acc.sync_gradients:
+            session.scheduler.step()  # one schedule step per optimizer step
+        session.optimizer.zero_grad(set_to_none=True)
+        if acc.sync_gradients and opt.scale_weight_norms:
+            from engine.network.max_norm import apply_max_norm
+
+            norms = apply_max_norm(acc.unwrap_model(session.network), opt.scale_weight_norms, acc.device)
+    return loss, norms
 
 
 class Saver:
