@@ -15,7 +15,9 @@ failed runs are not trained again (a failure names what to change: edit the conf
 new run). In folder mode the folder is the to-do list, as in LETS: a finished config moves to
 `DIR/complete/`, a failed one to `DIR/failed/` with its error beside it, and a config put back into
 DIR (or edited) is trained again. A run that raises is recorded and the queue goes on; a stop
-request (Ctrl-C) ends the current run with an `-interrupted` save and stops the queue.
+request (Ctrl-C) ends the current run with an `-interrupted` save and stops the queue. With
+`queue --skip-invalid`, a config that preflight refuses is recorded failed (its problems as the
+reason; no run folder is made) and moved to `failed/` like a run that failed; the others train.
 
 A lock on the journal's folder (flock, released by the OS when the process dies) keeps two queues
 off one journal, which is what makes "found running" mean "its process died".
@@ -25,13 +27,14 @@ No printing here: the front-end passes a QueueListener that renders each run.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -271,10 +274,22 @@ class QueueListener(Protocol):
         ...
 
 
-def run_queue(journal: Journal, runs: list[tuple[Entry, PlannedRun]], listener: QueueListener, stop: StopSignal) -> None:
+def run_queue(
+    journal: Journal,
+    runs: list[tuple[Entry, PlannedRun]],
+    listener: QueueListener,
+    stop: StopSignal,
+    invalid: Sequence[tuple[Entry, list[str]]] = (),
+) -> None:
     """Train the runs in order. A run that raises is recorded as failed and the next one starts; a
     stop request ends the current run (saved as -interrupted) and the queue. A second Ctrl-C
-    (KeyboardInterrupt) is recorded as interrupted and passed on."""
+    (KeyboardInterrupt) is recorded as interrupted and passed on.
+
+    `invalid` (queue --skip-invalid): runs that preflight refused, with their problems. They are
+    recorded as failed before the first run starts, with the problems as the reason, and in
+    folder mode moved to failed/ with the problems beside them, as a run that failed."""
+    for entry, problems in invalid:  # an earlier attempt's run_dir (a resume) is kept in the record
+        _finish(entry, RunState.FAILED, "not trained, the config has problems: " + "; ".join(problems), time.monotonic())
     journal.save()
     for entry in journal.entries:
         _move_finished_config(journal, entry)  # a crash may have come between "done" and the move
@@ -344,9 +359,19 @@ def _finish(entry: Entry, state: RunState, reason: str | None, started: float) -
     entry.seconds = round(time.monotonic() - started, 1)
 
 
+# OSErrors that come from the machine (a full or read-only disk, permissions), not from a bug
+_DISK_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO") if hasattr(errno, name)}
+
+
 def _reason(exc: Exception, run_dir: Path) -> str:
     if isinstance(exc, LoraWizardError):
         return str(exc)
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return (
+            f"could not write a file: {exc.strerror}{where}; free disk space or fix the output folder's "
+            f"permissions, then train this config again (details in {run_dir / 'error.txt'})"
+        )
     return (
         f"unexpected error {type(exc).__name__}: {exc} (a bug in lora-wizard rather than in the config; "
         f"the traceback is in {run_dir / 'error.txt'})"
@@ -373,8 +398,11 @@ def _move_finished_config(journal: Journal, entry: Entry) -> None:
     entry.moved_to = str(target)
     journal.save()
     if entry.state == RunState.FAILED:
-        error = Path(entry.run_dir or "") / "error.txt"
-        details = error.read_text(encoding="utf-8") if error.is_file() else f"{entry.reason}\n"
+        error = None if entry.run_dir is None else Path(entry.run_dir) / "error.txt"
+        if error is not None and error.is_file():
+            details = error.read_text(encoding="utf-8")
+        else:  # no run folder: refused by preflight (--skip-invalid), or the error file was lost
+            details = f"config: {entry.config}\nfailed: {entry.finished}\n\n{entry.reason}\n"
         atomic_write_text(next_free_path(target.with_name(f"{target.stem}.error.txt")), details)
 
 

@@ -39,11 +39,24 @@ def preflight(runs: list[tuple[str, TrainConfig]], num_processes: int = 1, probl
     """Plan every run; collect every problem of every run (and free disk for all of them) and
     raise them together, so a queue never stops at 3 a.m. on something checkable at 11 p.m.
     `problems` found before (config files that did not load) are reported with these."""
+    checked = check_runs(runs, num_processes)
+    problems = list(problems or []) + [p for c in checked if not isinstance(c, PlannedRun) for p in c]
+    planned = [c for c in checked if isinstance(c, PlannedRun)]
+    if not problems:
+        problems = disk_problems(planned)
+    if problems:
+        raise LoraWizardError(problems_message("nothing was trained, fix these first", problems))
+    return planned
+
+
+def check_runs(runs: list[tuple[str, TrainConfig]], num_processes: int = 1) -> list[PlannedRun | list[str]]:
+    """Each run's plan, or the list of its problems (each starting with the run's source), in the
+    order of `runs`. Free disk is not checked here: it is a matter of all the runs together
+    (disk_problems)."""
     from engine.lint import ImageChecks, Level, lint_dataset
     from engine.optim import check_available
 
-    planned: list[PlannedRun] = []
-    problems = list(problems or [])
+    checked: list[PlannedRun | list[str]] = []
     checks = ImageChecks()  # each image is decoded once, however many runs use it
     for source, cfg in runs:
         found: list[str] = []
@@ -64,10 +77,10 @@ def preflight(runs: list[tuple[str, TrainConfig]], num_processes: int = 1, probl
             except LoraWizardError as exc:
                 found.append(str(exc))
         if found:
-            problems += [f"{source}: {p}" for p in found]
+            checked.append([f"{source}: {p}" for p in found])
             continue
         saves = planned_saves(cfg, plan)
-        planned.append(
+        checked.append(
             PlannedRun(
                 source,
                 cfg,
@@ -77,11 +90,7 @@ def preflight(runs: list[tuple[str, TrainConfig]], num_processes: int = 1, probl
                 output_bytes=estimate_output_bytes(cfg, family, saves),
             )
         )
-    if not problems:
-        problems = disk_problems(planned)
-    if problems:
-        raise LoraWizardError(problems_message("nothing was trained, fix these first", problems))
-    return planned
+    return checked
 
 
 def _check_paths(cfg: TrainConfig) -> str:

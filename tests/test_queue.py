@@ -59,6 +59,21 @@ CHILD = (
     "from wizard.app import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
+# A child that trains for real, a little slower: each optimizer step sleeps before it is logged, so
+# the test's kill lands between state saves instead of racing a 12-step run that takes a second.
+# Sleeping changes no number of the run.
+REAL_CHILD = (
+    "import sys, time\n"
+    "sys.path.insert(0, {root!r})\n"
+    "import engine.tracking\n"
+    "rates = engine.tracking.learning_rates\n"
+    "def slow_rates(optimizer):\n"
+    "    time.sleep(0.25)\n"
+    "    return rates(optimizer)\n"
+    "engine.tracking.learning_rates = slow_rates\n"
+    "from wizard.app import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
 _namespace: dict = {}
 exec(FAKE_TRAIN, _namespace)
 fake_train = _namespace["fake_train"]
@@ -129,9 +144,9 @@ def calls(monkeypatch):
     return trained
 
 
-def start_child(tmp_path: Path, *argv, **fake_modes) -> subprocess.Popen:
+def start_child(tmp_path: Path, *argv, code: str = CHILD, **fake_modes) -> subprocess.Popen:
     script = tmp_path / "child.py"
-    script.write_text(CHILD.format(root=str(ROOT)), encoding="utf-8")
+    script.write_text(code.format(root=str(ROOT)), encoding="utf-8")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **{f"FAKE_{k.upper()}": v for k, v in fake_modes.items()}}
     return subprocess.Popen(
         [sys.executable, str(script), *map(str, argv)],
@@ -391,3 +406,167 @@ def test_a_damaged_journal_is_named_with_the_fix(queue_dir, calls, capsys):
     (queue_dir / FOLDER_JOURNAL).write_text("{ half", encoding="utf-8")
     code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume")
     assert code == EXIT_BAD_INPUT and FOLDER_JOURNAL in out and "delete" in out and calls == []
+
+
+# --------------------------------------------------------------------------------- exact resume
+
+
+def logged_scalars(log_dir: Path, prefix: str) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of the TensorBoard scalars under `log_dir` whose tag starts with `prefix`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {
+        tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"] if tag.startswith(prefix)
+    }
+
+
+def test_kill_9_then_resume_continues_from_the_last_state_exactly(tmp_path, capsys):
+    """A real run killed after a state save; queue --resume goes on from that state and ends with
+    the LoRA (and the LR at every step) of a run that was never stopped."""
+    from safetensors.torch import load_file
+
+    from engine.config_io import load_config
+    from engine.events import SilentReporter
+    from engine.runner import preflight, run_one
+    from engine.train_state import latest_state, read_position
+
+    data = write_dataset(tmp_path / "data")
+    queue = write_config(
+        tmp_path / "queue", "r", data, tmp_path / "out",
+        training={"max_steps": 12},
+        saving={"save_state": True, "save_every_n_steps": 2},
+        logging={"log_dir": str(tmp_path / "logs")},
+    ).parent
+    journal_file = queue / FOLDER_JOURNAL
+    killed = tmp_path / "out" / "run1"
+
+    def running_with_a_state() -> bool:
+        return (
+            journal_file.exists() and journal(journal_file)["r"]["state"] == "running" and any(killed.glob("r-step*-state"))
+        )
+
+    child = start_child(tmp_path, "queue", "--folder", queue, code=REAL_CHILD)
+    wait_until(running_with_a_state, child, timeout=120)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert journal(journal_file)["r"]["state"] == "running" and not (killed / "r.safetensors").exists()
+    state = latest_state(killed)
+    resumed_after = read_position(state).step
+    assert 2 <= resumed_after < 12
+
+    code, out = run_cli(capsys, "queue", "--folder", queue, "--resume")
+    assert code == EXIT_OK, out
+    entry = journal(journal_file)["r"]
+    assert (entry["state"], entry["steps"], entry["attempts"]) == ("done", 12, 2)
+    resumed = Path(entry["run_dir"])
+    assert resumed.name == "run2" and f"resuming from {state}" in out
+
+    cfg = load_config(queue / "complete" / "r.json")  # the same config, never stopped
+    cfg.saving.output_folder = str(tmp_path / "whole")
+    cfg.logging.log_dir = str(tmp_path / "whole-logs")
+    (planned,) = preflight([("whole", cfg)])
+    whole = run_one(planned, SilentReporter())
+    assert whole.status == "done" and whole.steps == 12
+
+    ours, theirs = load_file(resumed / "r.safetensors"), load_file(whole.run_dir / "r.safetensors")
+    assert ours.keys() == theirs.keys()
+    different = [k for k in ours if not torch_equal(ours[k], theirs[k])]
+    assert different == [], f"{len(different)} of {len(ours)} tensors differ, e.g. {different[:3]}"
+
+    resumed_lr = logged_scalars(tmp_path / "logs" / "r-run2", "lr/")
+    whole_lr = logged_scalars(tmp_path / "whole-logs" / "r-run1", "lr/")
+    assert whole_lr and resumed_lr.keys() == whole_lr.keys()
+    for tag, values in whole_lr.items():
+        assert sorted(values) == list(range(1, 13))
+        assert sorted(resumed_lr[tag]) == list(range(resumed_after + 1, 13)), tag
+        assert resumed_lr[tag] == {s: v for s, v in values.items() if s > resumed_after}, tag
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------ --skip-invalid
+
+
+def test_skip_invalid_trains_the_valid_configs_and_records_the_invalid_one_failed(queue_dir, tmp_path, calls, capsys):
+    write_config(queue_dir, "b", tmp_path / "missing", tmp_path / "out")  # a dataset path that is not there
+    write_config(queue_dir, "d", tmp_path / "data", tmp_path / "out")
+
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
+    assert code == EXIT_BAD_INPUT and calls == []
+    assert "b.json" in out and str(tmp_path / "missing") in out
+    assert not (tmp_path / "out").exists() and not (queue_dir / FOLDER_JOURNAL).exists()
+
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--skip-invalid", "--dry-run")
+    assert code == EXIT_BAD_INPUT and calls == [] and "1 of 4 configs cannot train" in out
+    assert not (tmp_path / "out").exists() and not (queue_dir / FOLDER_JOURNAL).exists()
+
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--skip-invalid")
+    assert code == EXIT_BAD_INPUT, out  # nothing failed while training, but b was not trained
+    assert calls == ["a", "c", "d"]
+    assert "1 of 4 configs cannot train" in out and str(tmp_path / "missing") in out and "Traceback" not in out
+    states = journal(queue_dir / FOLDER_JOURNAL)
+    assert {n: states[n]["state"] for n in "abcd"} == {"a": "done", "b": "failed", "c": "done", "d": "done"}
+    assert str(tmp_path / "missing") in states["b"]["reason"] and states["b"]["run_dir"] is None
+    assert [Path(states[n]["run_dir"]).name for n in "acd"] == ["run1", "run2", "run3"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["run1", "run2", "run3"]
+    assert sorted(p.name for p in (queue_dir / "complete").iterdir()) == ["a.json", "c.json", "d.json"]
+    assert sorted(p.name for p in (queue_dir / "failed").iterdir()) == ["b.error.txt", "b.json"]
+    assert str(tmp_path / "missing") in (queue_dir / "failed" / "b.error.txt").read_text(encoding="utf-8")
+    assert states["b"]["reason"] in " ".join(out.split())  # the summary says why
+
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume")  # b is not retried unless put back
+    assert code == EXIT_OK and calls == ["a", "c", "d"] and "b.json: failed before" in out
+
+
+def test_skip_invalid_exits_1_when_a_valid_run_fails_while_training(queue_dir, tmp_path, capsys, monkeypatch):
+    (queue_dir / "a.json").write_text("{ not json", encoding="utf-8")
+
+    def train(cfg, run_dir, reporter, stop=None):
+        if cfg.saving.output_name == "b":
+            raise engine.train.TrainingError("the loss became nan at step 1: lower optim.learning_rate")
+        return fake_train(cfg, run_dir, reporter, stop)
+
+    monkeypatch.setattr(engine.train, "train", train)
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--skip-invalid")
+    assert code == EXIT_RUN_FAILED and "1 of 3 configs cannot train" in out
+    states = journal(queue_dir / FOLDER_JOURNAL)
+    assert [states[n]["state"] for n in "abc"] == ["failed", "failed", "done"]
+    assert "a.json" in states["a"]["reason"] and "nan" in states["b"]["reason"]
+    assert sorted(p.name for p in (queue_dir / "failed").iterdir()) == ["a.error.txt", "a.json", "b.error.txt", "b.json"]
+
+
+# ------------------------------------------------------------------------------- failed saves
+
+
+def test_a_lora_save_whose_rename_fails_leaves_no_file_and_fails_the_run(queue_dir, tmp_path, capsys, monkeypatch):
+    """A real run whose final LoRA save cannot be renamed into place (disk full at that moment):
+    no last.safetensors, no temporary file, the run is failed with the error and the queue goes on."""
+    import errno
+
+    for name in "bc":
+        (queue_dir / f"{name}.json").unlink()
+    write_config(queue_dir, "a", tmp_path / "data", tmp_path / "out", saving={"output_name": None})
+    replace = os.replace
+
+    def no_space_for_loras(src, dst):
+        if str(dst).endswith(".safetensors"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", no_space_for_loras)
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
+    assert code == EXIT_RUN_FAILED and "Traceback" not in out
+    entry = journal(queue_dir / FOLDER_JOURNAL)["a"]
+    assert entry["state"] == "failed" and "No space left on device" in entry["reason"]
+    assert "free disk space" in entry["reason"] and "a bug" not in entry["reason"]
+    run_dir = Path(entry["run_dir"])
+    assert not (run_dir / "last.safetensors").exists() and (run_dir / "error.txt").is_file()
+    assert [p.name for p in run_dir.iterdir() if "safetensors" in p.name] == []
+    assert [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")] == []
+    assert "No space left on device" in (queue_dir / "failed" / "a.error.txt").read_text(encoding="utf-8")

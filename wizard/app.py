@@ -4,6 +4,9 @@
     2  bad input (config, path, dataset), reported before any training starts
     130  cancelled by the user
 
+`queue --skip-invalid` trains the valid configs of a queue with invalid ones; it ends with 1 when
+a run failed while training, else 2 when a config was invalid (skipped), else 0.
+
 A user's mistake is a LoraWizardError: its message is printed, never a traceback.
 """
 
@@ -45,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
     queue.add_argument(
         "--resume", action="store_true", help="carry on with the last queue (of --folder DIR, else of this folder): skip done runs, retry interrupted ones"
+    )
+    queue.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help=(
+            "train the valid configs even if others have problems: every problem is still listed first, and each "
+            "invalid config is recorded failed in the journal (with --folder, moved to failed/ with its problems "
+            "beside it). Exit code: 1 if a run failed while training, else 2 if a config was invalid, else 0. "
+            "Too little free disk for the valid runs still refuses the whole queue"
+        ),
     )
     return parser
 
@@ -177,7 +190,6 @@ def _queue(console: Console, args) -> int:
     starts, each state recorded in the journal (see engine/queue.py)."""
     from engine.errors import ConfigError
     from engine.queue import journal_path, new_queue, queue_lock, resume_queue
-    from engine.runner import preflight
 
     folder = args.folder
     if folder is not None and not folder.is_dir():
@@ -198,16 +210,53 @@ def _queue(console: Console, args) -> int:
             journal.output = str(args.output)
         for note in setup.notes:
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
-        runs, problems = _load_configs([Path(e.config) for e in setup.todo], None if journal.output is None else Path(journal.output))
-        planned = preflight(runs, problems=problems)
+        output = None if journal.output is None else Path(journal.output)
+        runs, invalid = _check_queue(console, setup.todo, output, skip_invalid=args.skip_invalid, dry_run=args.dry_run)
+        planned = [run for _, run in runs]
         if planned:
             _show_plan(console, planned)
         if args.dry_run:
-            return EXIT_OK
+            return EXIT_BAD_INPUT if invalid else EXIT_OK
         if not planned:
             console.print("nothing left to train in this queue")
         hint = f"lora-wizard queue {f'--folder {journal.folder} ' if journal.folder else ''}--resume"
-        return _execute(console, journal, list(zip(setup.todo, planned)), resume_hint=hint)
+        return _execute(console, journal, runs, resume_hint=hint, invalid=invalid)
+
+
+def _check_queue(console: Console, todo, output: Path | None, *, skip_invalid: bool, dry_run: bool):
+    """Preflight of the queue's runs: ([(entry, planned run)], [(entry, its problems)]). Every
+    problem of every run is reported at once; without skip_invalid any problem refuses the whole
+    queue (a LoraWizardError), with it the invalid runs are returned to be recorded as failed.
+    Too little disk for the valid runs refuses the queue either way."""
+    from engine.errors import LoraWizardError, problems_message
+    from engine.runner import PlannedRun, check_runs, disk_problems
+
+    problems_of: dict[int, list[str]] = {}
+    loaded = []  # (index in todo, (source, config)) of the configs that load
+    for index, entry in enumerate(todo):
+        runs, problems = _load_configs([Path(entry.config)], output)
+        if problems:
+            problems_of[index] = problems
+        else:
+            loaded.append((index, runs[0]))
+    planned: dict[int, object] = {}
+    for (index, _), checked in zip(loaded, check_runs([run for _, run in loaded])):
+        if isinstance(checked, PlannedRun):
+            planned[index] = checked
+        else:
+            problems_of[index] = checked
+    problems = [p for index in sorted(problems_of) for p in problems_of[index]]
+    if problems and not skip_invalid:
+        raise LoraWizardError(problems_message("nothing was trained, fix these first", problems))
+    disk = disk_problems(list(planned.values()))
+    if disk:
+        raise LoraWizardError(problems_message("nothing was trained, fix these first", problems + disk))
+    if problems:
+        then = "dry run, nothing is recorded" if dry_run else "they are recorded failed and the others train"
+        title = f"{len(problems_of)} of {len(todo)} configs cannot train (--skip-invalid: {then})"
+        console.print(f"[red]error:[/] {escape(problems_message(title, problems))}", highlight=False)
+    runs = [(todo[index], planned[index]) for index in sorted(planned)]
+    return runs, [(todo[index], problems_of[index]) for index in sorted(problems_of)]
 
 
 def _folder_configs(folder: Path) -> list[Path]:
@@ -220,9 +269,10 @@ def _folder_configs(folder: Path) -> list[Path]:
     return configs
 
 
-def _execute(console: Console, journal, runs, *, resume_hint: str | None) -> int:
+def _execute(console: Console, journal, runs, *, resume_hint: str | None, invalid=()) -> int:
     """Run the queue with Ctrl-C handling, then print the summary. First Ctrl-C (or SIGTERM, as at
-    shutdown): finish the step, save `<name>-interrupted`, stop the queue. Second: leave at once."""
+    shutdown): finish the step, save `<name>-interrupted`, stop the queue. Second: leave at once.
+    `invalid`: (entry, problems) of runs that preflight refused (--skip-invalid), recorded failed."""
     from engine.events import StopSignal
     from engine.queue import RunState, run_queue
 
@@ -236,7 +286,7 @@ def _execute(console: Console, journal, runs, *, resume_hint: str | None) -> int
 
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run_queue(journal, runs, _QueueConsole(console), stop)
+        run_queue(journal, runs, _QueueConsole(console), stop, invalid)
     except KeyboardInterrupt:
         if resume_hint:
             console.print(escape(f"the queue is recorded in {journal.path}; `{resume_hint}` carries on"), highlight=False)
@@ -244,12 +294,14 @@ def _execute(console: Console, journal, runs, *, resume_hint: str | None) -> int
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    console.print(summary_table(journal, {id(entry) for entry, _ in runs}))
+    console.print(summary_table(journal, {id(entry) for entry, _ in [*runs, *invalid]}))
     if stop.requested:
         if resume_hint:
             console.print(escape(f"stopped; `{resume_hint}` carries on with the rest"), highlight=False)
         return EXIT_CANCELLED
-    return EXIT_RUN_FAILED if any(entry.state == RunState.FAILED for entry, _ in runs) else EXIT_OK
+    if any(entry.state == RunState.FAILED for entry, _ in runs):
+        return EXIT_RUN_FAILED
+    return EXIT_BAD_INPUT if invalid else EXIT_OK
 
 
 class _QueueConsole:
