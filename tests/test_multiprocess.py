@@ -49,7 +49,9 @@ def write_config(tmp_path: Path, name: str, **changes) -> Path:
         # (Adam divides by the gradient's own size and turns 1e-9 differences into lr-sized ones)
         "optim": {"optimizer": "SGDNesterov", "learning_rate": 0.5},
         "dataset": {"resolution": 128, "min_bucket_reso": 64, "max_bucket_reso": 256},
-        "training": {"max_steps": 4, "batch_size": 1},
+        # one epoch of the sample dataset: 24 samples, a global batch of 2 -> 12 steps (not max_steps:
+        # the step count must come from the plan made for the process count launched)
+        "training": {"epochs": 1, "batch_size": 1},
         "saving": {"output_folder": str(tmp_path / name), "save_precision": "float"},
     }
     for dotted, value in changes.items():
@@ -79,14 +81,14 @@ def test_two_processes_write_one_run_and_one_lora(two_process_run):
     assert runs == ["run1"]  # one folder: only the main process writes
     files = sorted(p.name for p in (tmp / "two" / "run1").iterdir())
     assert files.count("last.safetensors") == 1 and "last-step00000002-state" in files
-    assert proc.stdout.count("done: 4/4 steps") == 1  # one report, from the main process
+    assert proc.stdout.count("done: 12/12 steps") == 1  # one report, from the main process, planned for 2
 
 
 def test_two_processes_train_what_one_process_trains_with_twice_the_batch(two_process_run, tmp_path):
     tmp, _ = two_process_run
     single = TrainConfig.model_validate(json.loads(write_config(tmp_path, "one", training__batch_size=2).read_text()))
     (planned,) = preflight([("one", single)])
-    assert planned.plan.total_steps == 4
+    assert planned.plan.total_steps == 12
     result = run_one(planned, SilentReporter())
     two, one = lora(tmp / "two" / "run1"), lora(result.run_dir)
     assert two.keys() == one.keys()

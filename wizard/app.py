@@ -173,10 +173,11 @@ def _show_plan(console: Console, planned) -> None:
 
 def _train_runs(console: Console, runs, *, dry_run: bool) -> int:
     """demo, replay and the wizard's runs: checked together, trained in order, no journal."""
+    from engine.distributed import launched_processes
     from engine.queue import Entry, Journal
     from engine.runner import preflight
 
-    planned = preflight(runs)
+    planned = preflight(runs, launched_processes())  # the step count of the process count launched
     _show_plan(console, planned)
     if dry_run:
         return EXIT_OK
@@ -229,6 +230,7 @@ def _check_queue(console: Console, todo, output: Path | None, *, skip_invalid: b
     queue (a LoraWizardError), with it the invalid runs are returned to be recorded as failed.
     Too little disk for the valid runs refuses the queue either way."""
     from engine.errors import LoraWizardError, problems_message
+    from engine.distributed import launched_processes
     from engine.runner import PlannedRun, check_runs, disk_problems
 
     problems_of: dict[int, list[str]] = {}
@@ -240,7 +242,7 @@ def _check_queue(console: Console, todo, output: Path | None, *, skip_invalid: b
         else:
             loaded.append((index, runs[0]))
     planned: dict[int, object] = {}
-    for (index, _), checked in zip(loaded, check_runs([run for _, run in loaded])):
+    for (index, _), checked in zip(loaded, check_runs([run for _, run in loaded], launched_processes())):
         if isinstance(checked, PlannedRun):
             planned[index] = checked
         else:
