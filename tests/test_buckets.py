@@ -2,7 +2,7 @@
 
 Expected values were produced once by running sd-scripts' own `model_util.make_bucket_resolutions`,
 `train_util.BucketManager.select_bucket`, `BucketManager.get_crop_ltrb` and the crop offsets of
-`trim_and_resize_if_required` (sd-scripts as extracted at /tmp/sdscripts, 2026 snapshot), and
+`trim_and_resize_if_required` (kohya-ss/sd-scripts, 2026 snapshot), and
 hard-coded here. A one-off script also compared all three modes on 3,000 random image sizes and four
 settings: every bucket, resized size, aspect error and crop matched.
 """

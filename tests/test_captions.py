@@ -2,7 +2,7 @@
 
 Expected strings were produced once by running sd-scripts' own `BaseDataset.process_caption`
 (with `random.seed(seed)`), `parse_prompt_attention` and `TokenizeStrategy._get_input_ids`
-(sd-scripts as extracted at /tmp/sdscripts, 2026 snapshot) and hard-coded here. A one-off script
+(kohya-ss/sd-scripts, 2026 snapshot) and hard-coded here. A one-off script
 also compared 16,128 process_caption settings, 20,000 random bracket strings and 900 tokenizations
 (both pad styles, 75/150/225): all identical.
 """

@@ -3,7 +3,7 @@
 Expected numbers were produced once by running sd-scripts' `conditional_loss`,
 `get_huber_threshold_if_needed`, `apply_snr_weight`, `add_v_prediction_like_loss`,
 `apply_debiased_estimation` in `NetworkTrainer.process_batch`'s order, on a DDPMScheduler prepared
-by `prepare_scheduler_for_custom_training` (sd-scripts as extracted at /tmp/sdscripts, 2026
+by `prepare_scheduler_for_custom_training` (kohya-ss/sd-scripts, 2026
 snapshot), and hard-coded here. A one-off script compared 448 combinations of loss type, Huber
 schedule, min-SNR, v-prediction, v-pred scaling, v-pred-like loss, debiased estimation and zero
 terminal SNR: every batch loss was bit-identical.

@@ -1,7 +1,7 @@
 """Noise and forward-process math against diffusers and against values produced by sd-scripts.
 
 The sd-scripts values were produced once by running its `get_noise_noisy_latents_and_timesteps` and
-`pyramid_noise_like` (sd-scripts as extracted at /tmp/sdscripts, 2026 snapshot) after
+`pyramid_noise_like` (kohya-ss/sd-scripts, 2026 snapshot) after
 `torch.manual_seed(seed)` (and `random.seed(3)` for the pyramid ratios) on the CPU, and hard-coded
 here. sd-scripts uses the global RNGs; a CPU `torch.Generator` seeded the same draws the same
 numbers, so equality here means our order of draws is sd-scripts' order.
