@@ -744,3 +744,18 @@ def test_switching_advanced_off_keeps_the_base_values():
     draft.answers["ask.advanced"] = False
     assert draft.to_data()["network"]["rank_dropout"] == 0.1  # not reset to the default
     assert not any(q.advanced for q in draft.active())
+
+
+def test_review_shows_processes_and_effective_batch(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from prompts import load_prompts
+    from wizard.review import review_table
+
+    monkeypatch.setenv("WORLD_SIZE", "4")  # as `accelerate launch --num_processes 4` sets it
+    cfg = TrainConfig.model_validate({"training": {"batch_size": 2}, "optim": {"gradient_accumulation_steps": 3}})
+    out = io.StringIO()
+    Console(file=out, width=200).print(review_table(cfg, load_prompts()["review"]))
+    assert "24 (2 x 3 x 4)" in out.getvalue()

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from engine.block_weights import block_labels
 from engine.config import SECTIONS, ModelFamily, TrainConfig, section_model
+from engine.distributed import launched_processes
 
 #: always shown, changed or not
 IMPORTANT: frozenset[str] = frozenset(
@@ -60,6 +61,21 @@ def review_table(cfg: TrainConfig, labels: dict[str, str]) -> Table:
             escape(show_value(default, labels)),
             end_section=last,
         )
+    # how the run will be split: what `accelerate launch` started (1 for a plain command)
+    processes = launched_processes()
+    batch, accumulation = cfg.training.batch_size, cfg.optim.gradient_accumulation_steps
+    table.add_row(
+        labels["run"],
+        labels["processes"],
+        str(processes),
+        "",
+    )
+    table.add_row(
+        "",
+        labels["effective_batch"],
+        f"{batch * accumulation * processes} ({batch} x {accumulation} x {processes})",
+        "",
+    )
     return table
 
 
