@@ -14,6 +14,10 @@ from engine.events import Reporter
 from engine.latents import LatentCache
 
 
+#: with several processes, how often (in steps) they compare stop requests and timed-save clocks
+AGREE_EVERY = 10
+
+
 @dataclass
 class Session:
     """What the loop works with, set up once per run."""
@@ -124,6 +128,24 @@ class Session:
         for g in grads:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
+
+    def agree(self, step: int, *flags: bool) -> tuple[bool, ...]:
+        """Decisions every process must take together (stop on Ctrl-C, a timed state save).
+
+        One process alone: the flags as they are. Several: each process may see a Ctrl-C or the
+        clock at a different step, and one that stops or saves alone would leave the others
+        waiting in a collective. So they compare flags (any process's True wins) every
+        `AGREE_EVERY` steps, the same steps on every process, and act only then.
+        """
+        if self.accelerator.num_processes == 1:
+            return flags
+        if step % AGREE_EVERY:
+            return tuple(False for _ in flags)
+        import torch.distributed as dist
+
+        votes = torch.tensor([float(f) for f in flags], device=self.accelerator.device)
+        dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+        return tuple(bool(v) for v in votes.tolist())
 
     def maybe_stop_text_encoder(self, step: int) -> None:
         """training.stop_text_encoder_training: after that share of the steps, the text encoder's

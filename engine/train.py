@@ -98,11 +98,12 @@ def _run(session, run_dir: Path, reporter: Reporter, stop: StopSignal, started: 
                 session.sample(epoch, step, epoch_end=False)
             if step >= plan.total_steps:
                 break
+            stop_now, state_now = session.agree(step, stop.requested, saver.state_due())
             if saving.save_every_n_steps and step % saving.save_every_n_steps == 0:
                 files += saver.save(epoch, step, f"step{step:08d}", here, kind="step")
-            elif saver.state_due():
+            elif state_now:
                 files += saver.save_state_only(f"step{step:08d}", here)
-            if stop.requested:
+            if stop_now:
                 status = "interrupted"
                 break
         else:

@@ -133,3 +133,31 @@ def test_processes_that_are_not_connected_are_refused(monkeypatch):
     with pytest.raises(ConfigError, match="not connected"):
         check_launch(1)
     check_launch(2)
+
+
+def test_ctrl_c_stops_both_processes_together_and_saves_a_resumable_state(tmp_path):
+    """The launcher passes Ctrl-C to every process; they agree on the step to stop at (each may see
+    it at a different step), the main one saves `-interrupted` and its state, and nobody hangs."""
+    import signal
+
+    cfg = write_config(tmp_path, "stopped", training__max_steps=3000, saving__save_state=True)
+    launcher = str(Path(sys.executable).parent / "accelerate")
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [
+        launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29614",
+        str(ROOT / "run_wizard.py"), "replay", str(cfg),
+    ]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = tmp_path / "stopped" / "run1"
+    deadline = time.monotonic() + 120
+    while not list(run.glob("*-tags.txt")) and time.monotonic() < deadline:  # written when training starts
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert (run / "last-interrupted.safetensors").is_file(), out
+    position = json.loads((run / "last-interrupted-state" / "train_state.json").read_text())
+    assert position["num_processes"] == 2 and 0 < position["step"] < 3000
+    assert position["step"] % 10 == 0  # the processes compare stop requests every 10 steps
+    assert "stopped after step" in out
