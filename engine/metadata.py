@@ -180,7 +180,8 @@ def network_args(cfg: TrainConfig) -> dict[str, str]:
     args: dict[str, str] = {}
     if net.conv_dim is not None:
         args["conv_dim"] = str(net.conv_dim)
-        args["conv_alpha"] = str(net.conv_alpha if net.conv_alpha is not None else net.conv_dim)
+        # an unset conv_alpha is 1.0 in the network (sd-scripts' default), so the file says 1.0 too
+        args["conv_alpha"] = str(net.conv_alpha if net.conv_alpha is not None else 1.0)
     for name in ("rank_dropout", "module_dropout"):
         value = getattr(net, name)
         if value is not None:

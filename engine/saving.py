@@ -4,7 +4,6 @@ and the pruning of old epoch/step saves (saving.save_last_n_epochs / save_last_n
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -107,20 +106,13 @@ def prune_old_saves(run_dir: Path, cfg: TrainConfig, kind: SaveKind, current: in
     return removed
 
 
-def tag_counts(captions: dict[Path, str]) -> Counter[str]:
-    """How often each comma-separated tag occurs over the dataset's captions (one count per image)."""
-    counts: Counter[str] = Counter()
-    for text in captions.values():
-        first_line = text.split("\n", 1)[0]
-        counts.update(tag.strip() for tag in first_line.split(",") if tag.strip())
-    return counts
-
-
 def write_tag_file(cfg: TrainConfig, captions: dict[Path, str], run_dir: Path) -> Path | None:
     """LETS' tag list: one `[count] tag` line per tag, by count (then name) or alphabetically."""
     if cfg.saving.tag_file == TagFile.OFF:
         return None
-    counts = tag_counts(captions)
+    from engine.captions import count_tags
+
+    counts = count_tags(list(captions.values()))  # the same count as ss_tag_frequency
     if cfg.saving.tag_file == TagFile.ALPHABETICAL:
         ordered = sorted(counts.items())
     else:

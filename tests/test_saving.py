@@ -341,3 +341,14 @@ def test_tag_file_off_writes_nothing(dataset, tmp_path):
 def test_a_run_writes_its_tag_file(named_run):
     lines = (named_run.run_dir / "mine-tags.txt").read_text(encoding="utf-8").splitlines()
     assert lines == ["[2] thing", "[1] blue", "[1] red", "[1] square"]
+
+
+def test_network_args_metadata_matches_the_conv_alpha_the_network_uses():
+    from torch import nn
+
+    from engine.metadata import network_args
+    from engine.network.inject import default_rank_for
+
+    cfg = TrainConfig.model_validate({"network": {"type": "locon", "conv_dim": 8}})
+    _, conv_alpha = default_rank_for(cfg.network)("x", nn.Conv2d(4, 4, 3))
+    assert network_args(cfg)["conv_alpha"] == str(conv_alpha) == "1.0"
