@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 from engine.config import ModelFamily, NetworkConfig
 from engine.errors import ConfigError
+from engine.problems import Problem
 
 SD_DOWN_UP, SD_MID = 12, 1  # sd-scripts LoRANetwork.NUM_OF_BLOCKS / NUM_OF_MID_BLOCKS
 SDXL_DOWN_UP, SDXL_MID = 9, 3  # SDXL_NUM_OF_BLOCKS / SDXL_NUM_OF_MID_BLOCKS
@@ -204,21 +205,26 @@ def config_lr_weights(net_cfg: NetworkConfig, family: ModelFamily) -> list[float
 BLOCK_LISTS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
 
 
-def block_list_problems(name: str, values: Sequence[float], family: ModelFamily) -> list[str]:
+def block_list_problems(name: str, values: Sequence[float], family: ModelFamily) -> list[Problem]:
     """Problems of one block_dims/block_alphas/conv_block_* list: its length, negative values."""
     out = []
     count = block_count(family)
+    labels = block_labels(family)
     if len(values) != count:
         out.append(
-            f"network.{name} has {len(values)} values but a {family.value} U-Net has {count} blocks "
-            f"({block_labels(family)[0]} ... {block_labels(family)[-1]}): give exactly {count}"
+            Problem(
+                f"network.{name}",
+                f"has {len(values)} values but a {family.value} U-Net has {count} blocks ({labels[0]} ... {labels[-1]})",
+                f"give exactly {count}",
+                list(values),
+            )
         )
     if any(v < 0 for v in values):
-        out.append(f"network.{name} has a negative value; use 0 for a block without LoRA")
+        out.append(Problem(f"network.{name}", "has a negative value", "use 0 for a block without LoRA", list(values)))
     return out
 
 
-def block_problems(net_cfg: NetworkConfig, family: ModelFamily) -> list[str]:
+def block_problems(net_cfg: NetworkConfig, family: ModelFamily) -> list[Problem]:
     """What is wrong with the config's block settings for this model family (empty: fine)."""
     out = []
     for name in BLOCK_LISTS:
@@ -227,13 +233,16 @@ def block_problems(net_cfg: NetworkConfig, family: ModelFamily) -> list[str]:
             out += block_list_problems(name, values, family)
     if (net_cfg.conv_block_dims is not None or net_cfg.conv_block_alphas is not None) and net_cfg.conv_dim is None:
         out.append(
-            "network.conv_block_dims/conv_block_alphas set the LoCon 3x3 part per block: set network.type=locon "
-            "with a network.conv_dim, or clear them"
+            Problem(
+                "network.conv_block_dims",
+                "conv_block_dims/conv_block_alphas set the LoCon 3x3 part per block",
+                "set network.type=locon with a network.conv_dim, or clear them",
+            )
         )
     try:
         config_lr_weights(net_cfg, family)
     except ConfigError as err:
-        out.append(str(err))
+        out.append(Problem("network", str(err), "fix the block LR weights"))
     return out
 
 

@@ -2,19 +2,18 @@
 
 Everything a run needs is a field here, grouped by concern; the wizard fills it, `config_io` loads
 and saves it, and the engine reads it. Field names follow the kohya/sd-scripts vocabulary so the
-metadata written into a LoRA (`ss_*`) maps one to one. Validation happens once, here: ranges on
-each field, cross-field rules in `TrainConfig._check_combinations`. A rule never silently changes
-another field; it raises with the fix.
+metadata written into a LoRA (`ss_*`) maps one to one. This module checks each field on its own
+(type, range, form); the rules between fields, and between a config and the model, the machine
+and the files it names, are the rulebook's (engine/rules.py), which every way into training runs.
 """
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 CONFIG_VERSION = 1
 
@@ -330,13 +329,6 @@ class LoggingConfig(StrictModel):
     log_prefix: str | None = None
 
 
-# Options whose engine effect is not built yet. Setting one away from its default is an error,
-# never silently ignored; the entry goes away when the feature lands.
-NOT_SUPPORTED_YET: dict[str, str] = {}
-# Values of an otherwise supported option that are not built yet.
-NOT_SUPPORTED_VALUES: dict[str, tuple[Any, ...]] = {}
-
-
 class TrainConfig(StrictModel):
     version: int = CONFIG_VERSION
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -357,130 +349,6 @@ class TrainConfig(StrictModel):
                 "which migrates them"
             )
         return value
-
-    @model_validator(mode="after")
-    def _check_combinations(self) -> TrainConfig:
-        problems = combination_problems(self)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-
-def combination_problems(cfg: TrainConfig) -> list[str]:
-    """Cross-field rules. Each message names the fields and the fix; none changes a value."""
-    out: list[str] = []
-    ds, net, opt, tr = cfg.dataset, cfg.network, cfg.optim, cfg.training
-
-    for path, why in NOT_SUPPORTED_YET.items():
-        section, name = path.split(".")
-        default = type(getattr(cfg, section)).model_fields[name].get_default(call_default_factory=True)
-        value = getattr(getattr(cfg, section), name)
-        if value != default:
-            out.append(
-                f"{path}={json.dumps(value, default=str)} is not supported yet ({why}); "
-                f"remove it or set it to {json.dumps(default, default=str)}"
-            )
-    for path, values in NOT_SUPPORTED_VALUES.items():
-        section, name = path.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value in values:
-            out.append(f"{path}={value.value} is not supported yet; use one of the other choices")
-
-    if ds.cache_latents and (ds.color_aug or ds.random_crop):
-        which = " and ".join(n for n in ("color_aug", "random_crop") if getattr(ds, n))
-        out.append(
-            f"dataset.{which} changes the pixels every time an image is used, so it cannot work with "
-            "cached latents: set dataset.cache_latents=false (slower), or turn the augmentation off"
-        )
-    if ds.cache_latents_to_disk and not ds.cache_latents:
-        out.append("dataset.cache_latents_to_disk needs dataset.cache_latents=true")
-    if ds.min_bucket_reso > ds.max_bucket_reso:
-        out.append(
-            f"dataset.min_bucket_reso ({ds.min_bucket_reso}) is larger than dataset.max_bucket_reso "
-            f"({ds.max_bucket_reso})"
-        )
-    width, height = ds.width_height
-    for side_name, side in (("width", width), ("height", height)):
-        if side % ds.bucket_reso_steps:
-            out.append(
-                f"dataset.resolution {side_name} {side} is not a multiple of dataset.bucket_reso_steps "
-                f"({ds.bucket_reso_steps})"
-            )
-    if ds.enable_bucket and not ds.bucket_no_upscale and max(width, height) > ds.max_bucket_reso:
-        out.append(
-            f"dataset.max_bucket_reso ({ds.max_bucket_reso}) must be at least the largest side of "
-            f"dataset.resolution ({max(width, height)})"
-        )
-
-    if net.type == NetworkType.LOCON and net.conv_dim is None:
-        out.append("network.type=locon needs network.conv_dim (the rank of the 3x3 convs), e.g. 8")
-    if net.type == NetworkType.LORA and (net.conv_dim is not None or net.conv_alpha is not None):
-        out.append("network.conv_dim/conv_alpha are used by LoCon only: set network.type=locon or clear them")
-    if net.conv_alpha is not None and net.conv_dim is None:
-        out.append("network.conv_alpha needs network.conv_dim")
-    if net.dim_from_weights and net.network_weights is None:
-        out.append("network.dim_from_weights needs network.network_weights (the LoRA to read them from)")
-
-    if opt.lr_scheduler == LrScheduler.CONSTANT and opt.lr_warmup_ratio > 0:
-        out.append(
-            "optim.lr_scheduler=constant has no warmup: use constant_with_warmup, or set "
-            "optim.lr_warmup_ratio to 0"
-        )
-    allowed = {"lr_end"} if opt.lr_scheduler == LrScheduler.POLYNOMIAL else set()
-    for key, value in opt.lr_scheduler_args.items():
-        if key not in allowed:
-            takes = ", ".join(sorted(allowed)) or "no extra arguments (its settings are config fields)"
-            out.append(f"optim.lr_scheduler_args.{key}: the {opt.lr_scheduler.value} schedule takes {takes}")
-        elif not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            out.append(f"optim.lr_scheduler_args.{key}={value!r}: give a positive number, e.g. 1e-7")
-    if opt.full_fp16 and opt.full_bf16:
-        out.append("optim.full_fp16 and optim.full_bf16 exclude each other: keep one")
-    if opt.full_fp16 and opt.mixed_precision != MixedPrecision.FP16:
-        out.append("optim.full_fp16 needs optim.mixed_precision=fp16")
-    if opt.full_bf16 and opt.mixed_precision != MixedPrecision.BF16:
-        out.append("optim.full_bf16 needs optim.mixed_precision=bf16")
-
-    if tr.min_timestep >= tr.max_timestep:
-        out.append(
-            f"training.min_timestep ({tr.min_timestep}) must be below training.max_timestep "
-            f"({tr.max_timestep}): timesteps are drawn in [min, max)"
-        )
-    if tr.noise_offset_type == NoiseOffsetType.ORIGINAL and tr.multires_noise_iterations:
-        out.append(
-            "training.multires_noise_iterations is set but training.noise_offset_type is 'original': "
-            "set noise_offset_type=multires (and noise_offset=0), or set the iterations to 0"
-        )
-    if tr.noise_offset_type == NoiseOffsetType.MULTIRES:
-        if tr.noise_offset:
-            out.append("training.noise_offset_type=multires uses multires noise only: set noise_offset to 0")
-        if not tr.multires_noise_iterations:
-            out.append("training.noise_offset_type=multires needs training.multires_noise_iterations (6-10 is usual)")
-    if tr.adaptive_noise_scale is not None and not tr.noise_offset:
-        out.append("training.adaptive_noise_scale needs training.noise_offset")
-    if tr.noise_offset_random_strength and not tr.noise_offset:
-        out.append("training.noise_offset_random_strength needs training.noise_offset")
-    if tr.v_pred_like_loss is not None and cfg.model.v_parameterization:
-        out.append(
-            "training.v_pred_like_loss adds a v-prediction-like term to an epsilon model's loss; "
-            "it cannot be used with model.v_parameterization"
-        )
-    if tr.huber_c is not None and tr.loss_type == LossType.L2:
-        out.append("training.huber_c is used by the huber and smooth_l1 losses only: set loss_type or clear huber_c")
-
-    sv = cfg.saving
-    if sv.save_last_n_epochs and not sv.save_every_n_epochs:
-        out.append("saving.save_last_n_epochs needs saving.save_every_n_epochs")
-    if sv.save_last_n_steps and not sv.save_every_n_steps:
-        out.append("saving.save_last_n_steps needs saving.save_every_n_steps")
-    if (sv.save_last_n_epochs_state or sv.save_last_n_steps_state or sv.save_state_every_n_minutes) and not sv.save_state:
-        out.append("the saving.*_state options need saving.save_state=true")
-
-    sp = cfg.sampling
-    if (sp.sample_every_n_epochs or sp.sample_every_n_steps) and sp.sample_prompts is None:
-        out.append("sampling.sample_every_n_* needs sampling.sample_prompts (a text file of prompts)")
-    if sp.sample_prompts is not None and not (sp.sample_every_n_epochs or sp.sample_every_n_steps):
-        out.append("sampling.sample_prompts is set: say when with sample_every_n_epochs or sample_every_n_steps")
-    return out
 
 
 SECTIONS: tuple[str, ...] = tuple(

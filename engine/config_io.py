@@ -24,15 +24,18 @@ from typing import Any
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import ValidationError
 
+from engine import rules
 from engine.config import (
     CONFIG_VERSION,
+    DEMO_MODEL,
+    SAMPLE_DATASET,
     SECTIONS,
     TrainConfig,
-    combination_problems,
     field_paths,
     section_model,
 )
 from engine.errors import ConfigError, OutputExistsError
+from engine.problems import Problem, errors, render
 from engine.fileio import atomic_write_text, next_free_path
 from engine.flat_import import FLAT_KEYS, SESSION_KEYS, flat_key_paths, flat_to_nested, is_flat_config
 
@@ -83,7 +86,7 @@ def load_config(path: Path, skip: Iterable[str] | None = None) -> TrainConfig:
 def read_config(path: Path, skip: Iterable[str] | None = None) -> LoadedConfig:
     """`load_config`, plus the version the file had and the import notes (for the wizard to show)."""
     path = Path(path)
-    return _build(_read_json(path), str(path), skip)
+    return _build(_read_json(path), str(path), skip, from_file=True)
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>", skip: Iterable[str] | None = None) -> TrainConfig:
@@ -93,7 +96,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", skip: Itera
     return _build(copy.deepcopy(data), source, skip).config
 
 
-def _build(data: dict[str, Any], source: str, skip: Iterable[str] | None) -> LoadedConfig:
+def _build(data: dict[str, Any], source: str, skip: Iterable[str] | None, *, from_file: bool = False) -> LoadedConfig:
     skip_paths = skip_paths_for(skip or ())
     version = _version_of(data, source)
     notes: list[str] = []
@@ -111,7 +114,36 @@ def _build(data: dict[str, Any], source: str, skip: Iterable[str] | None) -> Loa
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     _drop_paths(data, skip_paths)
-    return LoadedConfig(validate(data, source), version, tuple(notes))
+    unnamed = unnamed_inputs(data, skip_paths) if from_file else []
+    cfg, problems = validated(data)
+    if unnamed or problems:
+        raise ConfigError(problems_text(unnamed + problems, source))
+    return LoadedConfig(cfg, version, tuple(notes))  # type: ignore[arg-type]
+
+
+#: what a config file must name itself: their defaults are the built-in demo model and sample
+#: dataset, which only the wizard's defaults and the `demo` command should ever mean
+MUST_NAME: dict[str, str] = {
+    "model.base_model": "set it to your base model (a .safetensors/.ckpt file or a diffusers folder), "
+    f"or {DEMO_MODEL} for the built-in demo model",
+    "dataset.img_folder": "set it to the folder that holds your <repeats>_<name> image folders, "
+    f"or {SAMPLE_DATASET} for the generated sample dataset",
+}
+
+
+def unnamed_inputs(data: dict[str, Any], skip_paths: frozenset[str]) -> list[Problem]:
+    """A file that does not name its base model or its images (an imported preset, a hand-written
+    file) must not train the built-in demo on the sample images without a word. Skipped fields are
+    not asked of the file: the wizard asks them again."""
+    problems = []
+    for path, fix in MUST_NAME.items():
+        section, name = path.split(".")
+        if path in skip_paths or section in skip_paths:
+            continue
+        holder = data.get(section)
+        if not isinstance(holder, dict) or holder.get(name) is None:
+            problems.append(Problem(path, "the file does not name it", fix))
+    return problems
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -238,33 +270,65 @@ def _drop_paths(data: dict[str, Any], skip_paths: frozenset[str]) -> None:
 
 
 def validate(data: dict[str, Any], source: str) -> TrainConfig:
-    """`TrainConfig.model_validate`, with every problem turned into a line a user can act on."""
+    """`TrainConfig.model_validate` and the rulebook's config rules, with every problem of the
+    file (unknown keys, bad values, contradicting fields) reported together in one ConfigError."""
+    cfg, problems = validated(data)
+    if problems:
+        raise ConfigError(problems_text(problems, source))
+    return cfg  # type: ignore[return-value]
+
+
+def validated(data: dict[str, Any]) -> tuple[TrainConfig | None, list[Problem]]:
+    """The config, or every problem that stops it. When some fields are invalid, the rules between
+    fields are still checked on the rest (the invalid ones at their defaults), so one round of
+    fixing is enough; a rule about a field that is itself invalid waits for its value."""
     try:
-        return TrainConfig.model_validate(data)
+        cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = validation_problems(exc, data, source)
+        problems = field_problems(exc, data)
+        bad = {p.where for p in problems}
+        rest = _without(data, [tuple(e["loc"][:2]) for e in exc.errors()])
+        try:
+            partial = TrainConfig.model_validate(rest)
+        except ValidationError:
+            return None, problems
+        return None, problems + [p for p in errors(rules.check(partial)) if p.where not in bad]
+    problems = errors(rules.check(cfg))
+    return (None, problems) if problems else (cfg, [])
+
+
+def problems_text(problems: list[Problem], source: str) -> str:
+    """One line per problem, each naming the file, as the loader, preflight and the wizard show them."""
     if len(problems) == 1:
-        raise ConfigError(problems[0])
-    lines = "\n".join(f"  - {p}" for p in problems)
-    raise ConfigError(f"{len(problems)} problems in {source}:\n{lines}")
+        return render(problems[0], source)
+    lines = "\n".join(f"  - {render(p, source)}" for p in problems)
+    return f"{len(problems)} problems in {source}:\n{lines}"
 
 
-def validation_problems(exc: ValidationError, data: dict[str, Any], source: str) -> list[str]:
-    """One `file: field.path = value: what is wrong; fix` line per field (union members merged)."""
+def _without(data: dict[str, Any], locs: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """`data` less the (section, field) entries named; a bad section is dropped whole."""
+    out = copy.deepcopy(data)
+    for loc in locs:
+        section = out.get(loc[0]) if loc else None
+        if len(loc) == 1 or not isinstance(section, dict):
+            out.pop(loc[0], None)
+        else:
+            section.pop(loc[1], None)
+    return out
+
+
+def field_problems(exc: ValidationError, data: dict[str, Any]) -> list[Problem]:
+    """One problem per field pydantic refused (the members of a union merged into one)."""
     by_field: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    problems: list[str] = []
     for error in exc.errors():
-        if not error["loc"]:  # the cross-field rules of TrainConfig
-            problems.extend(f"{source}: {p}" for p in _combination_lines(data, error))
-            continue
         by_field.setdefault(tuple(error["loc"][:2]), []).append(error)
-    for loc, errors in by_field.items():
-        paths = {_dotted(e["loc"]) for e in errors}
+    problems: list[Problem] = []
+    for loc, errs in by_field.items():
+        paths = {_dotted(e["loc"]) for e in errs}
         if len(paths) == 1:
-            line = _field_line(paths.pop(), errors[0].get("input"), errors)
+            problems.append(field_problem(paths.pop(), errs[0].get("input"), errs))
         else:  # the members of a union complain about different parts: show the whole field
-            line = _field_line(_dotted(loc), _lookup(data, loc), errors)
-        problems.append(f"{source}: {line}")
+            problems.append(field_problem(_dotted(loc), _lookup(data, loc), errs))
     return problems
 
 
@@ -286,31 +350,18 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return "".join(parts)
 
 
-def _field_line(path: str, raw_value: Any, errors: list[dict[str, Any]]) -> str:
-    value = _show(raw_value)
-    if errors[0]["type"] == "extra_forbidden":
-        return f"{path} = {value}: unknown key; {_suggest(path) or 'remove it'}"
-    if all(e["type"] in ("enum", "literal_error") for e in errors):
-        return f"{path} = {value}: not one of the choices; use {describe_field(path)}"
-    what = " or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errors))
-    if any(e["type"] == "value_error" for e in errors):
-        return f"{path} = {value}: {what}"  # our validators' messages already say what to write
-    return f"{path} = {value}: {what}; use {describe_field(path)}"
-
-
-def _combination_lines(data: dict[str, Any], error: dict[str, Any]) -> list[str]:
-    """The rule messages one by one: rebuilt from the sections, which validated on their own."""
-    try:
-        sections = {name: section_model(name).model_validate(data.get(name, {})) for name in SECTIONS}
-        problems = combination_problems(TrainConfig.model_construct(**sections))
-    except ValidationError:
-        problems = []
-    return problems or [error["msg"].removeprefix("Value error, ")]
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
+def field_problem(path: str, value: Any, errs: list[dict[str, Any]]) -> Problem:
+    """A field pydantic refused: the value as written, what is wrong, and what it accepts."""
+    if errs[0]["type"] == "extra_forbidden":
+        return Problem(path, "unknown key", _suggest(path) or "remove it", value)
+    if all(e["type"] in ("enum", "literal_error") for e in errs):
+        return Problem(path, "not one of the choices", f"use {describe_field(path)}", value)
+    what = " or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errs))
+    if any(e["type"] == "value_error" for e in errs):
+        return Problem(path, what, "", value)  # our validators' messages already say what to write
+    if errs[0]["type"] == "missing":
+        return Problem(path, "missing", f"give {describe_field(path)}")
+    return Problem(path, what, f"use {describe_field(path)}", value)
 
 
 def _suggest(path: str) -> str:

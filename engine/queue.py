@@ -46,7 +46,8 @@ from engine.distributed import is_main_process, launched_processes, shared_path
 from engine.errors import ConfigError, LoraWizardError
 from engine.events import Reporter, RunResult, StopSignal
 from engine.fileio import atomic_write_text, next_free_path, next_run_dir
-from engine.runner import PlannedRun, release_memory, run_one
+from engine.preflight import PlannedRun
+from engine.runner import release_memory, run_one
 
 JOURNAL_VERSION = 1
 FOLDER_JOURNAL = ".lora-wizard-queue.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import random
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import torch
 
-from engine.config import MixedPrecision, TrainConfig, TrainOn
+from engine.config import Attention, MixedPrecision, TrainConfig, TrainOn
 from engine.distributed import is_main_process
-from engine.errors import ConfigError
+from engine.errors import ConfigError, problems_message
+from engine.problems import errors, warnings
 from engine.events import Reporter
 from engine.latent_disk_cache import LatentDiskCache, LatentRequest
 from engine.latents import LatentCache, encode_images, load_image
@@ -33,13 +35,7 @@ def make_accelerator(cfg: TrainConfig, reporter: Reporter):
 
     precision = cfg.optim.mixed_precision
     if not torch.cuda.is_available():
-        if precision != MixedPrecision.NO:
-            reporter.notice(
-                f"no GPU: training in fp32 on the CPU (optim.mixed_precision={precision.value} applies on a GPU)"
-            )
-        if cfg.optim.full_fp16 or cfg.optim.full_bf16:
-            raise ConfigError("optim.full_fp16/full_bf16 need a GPU; turn them off for a CPU run")
-        precision = MixedPrecision.NO
+        precision = MixedPrecision.NO  # mixed precision applies on a GPU (the rulebook says so)
     acc = Accelerator(
         mixed_precision=precision.value,
         gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
@@ -142,7 +138,7 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop=No
     )
     for note in model.notes:
         reporter.notice(note)
-    _check_family_rules(cfg, model, reporter)
+    _hold_to_the_rulebook(cfg, model.family, acc.num_processes, reporter)
     weight_dtype = weight_dtype_for(acc.mixed_precision)
     device = acc.device
 
@@ -153,7 +149,7 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop=No
         module.eval()
     model.vae.to(device, dtype=torch.float32)
     if cfg.model.lowram:
-        _move_to_device_now(model, device, weight_dtype, reporter)
+        _move_to_device_now(model, device, weight_dtype)
 
     latents = None
     if cfg.dataset.cache_latents:
@@ -167,7 +163,7 @@ def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop=No
     if text_cache is not None:
         for encoder in model.text_encoders:
             encoder.to("cpu")  # the steps read the cache; on the device the encoders would only hold memory
-    _set_attention(cfg, model.unet, reporter)
+    _set_attention(cfg, model.unet)
     if cfg.optim.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
         for encoder in model.text_encoders:
@@ -310,11 +306,10 @@ def tag_frequency(plan, captions: dict[Path, str]) -> dict[str, dict[str, int]]:
     return {folder: dict(count_tags(texts)) for folder, texts in by_folder.items()}
 
 
-def _move_to_device_now(model, device, weight_dtype, reporter: Reporter) -> None:
+def _move_to_device_now(model, device, weight_dtype) -> None:
     """model.lowram: the UNet and text encoders leave the CPU's memory as soon as they are loaded
-    (for machines with more GPU memory than RAM, e.g. Colab)."""
+    (for machines with more GPU memory than RAM, e.g. Colab). On a CPU they are in RAM either way."""
     if device.type == "cpu":
-        reporter.notice("model.lowram has no effect on a CPU run: the models are in RAM either way")
         return
     model.unet.to(device, dtype=weight_dtype)
     for encoder in model.text_encoders:
@@ -338,40 +333,27 @@ def _allow_fp16_gradient_unscaling(acc) -> None:
     scaler._unscale_grads_ = unscale_allowing_fp16
 
 
-def _check_family_rules(cfg: TrainConfig, model, reporter: Reporter) -> None:
-    from engine.config import ModelFamily
+def _hold_to_the_rulebook(cfg: TrainConfig, family, num_processes: int, reporter: Reporter) -> None:
+    """The rulebook's verdict once the model's family is known for sure: its warnings are shown in
+    the run's log; an error means the run was started without preflight (a direct `train` call),
+    and is the same error preflight would have given."""
+    from engine.rules import Facts, check, this_machine
 
-    if model.family == ModelFamily.SD2 and cfg.model.clip_skip != 1:
-        reporter.notice(
-            f"model.clip_skip={cfg.model.clip_skip} is ignored for SD2: its text encoder is already read at "
-            "the penultimate layer it was trained with"
-        )
-    if model.family == ModelFamily.SDXL and cfg.model.clip_skip not in (1, 2):
-        reporter.notice("model.clip_skip is ignored for SDXL: it always uses the penultimate layers")
-    if model.family == ModelFamily.SDXL and cfg.dataset.bucket_reso_steps % 32:
-        raise ConfigError(
-            f"dataset.bucket_reso_steps={cfg.dataset.bucket_reso_steps}: SDXL needs a multiple of 32 (32 or 64)"
-        )
+    problems = check(cfg, Facts(this_machine(), family, num_processes, paths=False))
+    refused = errors(problems)
+    if refused:
+        raise ConfigError(problems_message("the config breaks these rules", [str(p) for p in refused]))
+    for problem in warnings(problems):
+        reporter.notice(str(problem))
 
 
-def _set_attention(cfg: TrainConfig, unet, reporter: Reporter) -> None:
-    from engine.config import Attention
-
-    if cfg.model.attention == Attention.MEM_EFF:
-        reporter.notice(
-            "model.attention=mem_eff: torch SDPA already picks its memory-efficient (or flash) kernel on a GPU"
-        )
-    if cfg.model.attention != Attention.XFORMERS:
-        return  # diffusers uses torch SDPA by default (flash / memory-efficient kernels on CUDA)
-    if not torch.cuda.is_available():
-        raise ConfigError("model.attention=xformers needs a CUDA GPU; use sdpa (the default) on this machine")
-    try:
-        import xformers.ops  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "model.attention=xformers but xformers is not installed: run `.venv/bin/pip install -e '.[xformers]'`, "
-            "or use sdpa (the default, as fast on recent torch)"
-        ) from None
+def _set_attention(cfg: TrainConfig, unet) -> None:
+    """xformers where asked for and usable (a CUDA GPU and the package); otherwise diffusers' default,
+    torch SDPA (flash / memory-efficient kernels on CUDA), which computes the same attention."""
+    if cfg.model.attention != Attention.XFORMERS or not torch.cuda.is_available():
+        return
+    if importlib.util.find_spec("xformers") is None:
+        return
     unet.enable_xformers_memory_efficient_attention()
 
 

@@ -190,12 +190,12 @@ def test_zero_threshold():
 
 def test_block_problems_name_the_count():
     problems = block_problems(NetworkConfig(block_dims=[4] * 23), SD1)
-    assert problems and "has 23 values but a sd1 U-Net has 25 blocks" in problems[0]
+    assert problems and "has 23 values but a sd1 U-Net has 25 blocks" in str(problems[0])
     problems = block_problems(NetworkConfig(block_alphas=[1.0] * 25), SDXL)
-    assert "has 25 values but a sdxl U-Net has 23 blocks" in problems[0]
+    assert "has 25 values but a sdxl U-Net has 23 blocks" in str(problems[0])
     assert block_problems(NetworkConfig(block_dims=[4] * 25, block_alphas=[2.0] * 25), SD2) == []
-    assert "set network.type=locon" in block_problems(NetworkConfig(conv_block_dims=[2] * 25), SD1)[0]
-    assert "negative" in block_problems(NetworkConfig(block_dims=[-1] + [4] * 24), SD1)[0]
+    assert "set network.type=locon" in str(block_problems(NetworkConfig(conv_block_dims=[2] * 25), SD1)[0])
+    assert "negative" in str(block_problems(NetworkConfig(block_dims=[-1] + [4] * 24), SD1)[0])
     with pytest.raises(ConfigError, match="has 24 values"):
         block_rank_for(NetworkConfig(block_dims=[4] * 24), SD1, default_rank_for(NetworkConfig()))
 

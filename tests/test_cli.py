@@ -12,34 +12,10 @@ from PIL import Image
 
 from engine.config import TrainConfig
 from engine.config_io import save_config
+from tests.support.cli import config_file, run_cli, write_dataset
 from wizard.app import EXIT_BAD_INPUT, EXIT_OK, main
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_dataset(root: Path, folder: str = "3_thing", images: int = 2) -> Path:
-    sub = root / folder
-    sub.mkdir(parents=True)
-    for i in range(images):
-        Image.new("RGB", (96, 128), (40 * i, 90, 160)).save(sub / f"img{i}.png")
-        (sub / f"img{i}.txt").write_text(f"thing, pose {i}", encoding="utf-8")
-    return root
-
-
-def config_file(tmp_path: Path, **sections) -> Path:
-    data = TrainConfig().model_dump(mode="json")
-    data["saving"]["output_folder"] = str(tmp_path / "out")
-    for section, values in sections.items():
-        data[section].update(values)
-    path = tmp_path / "cfg.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out + out.err
 
 
 def test_demo_trains_and_says_where_the_files_are(tmp_path, capsys):

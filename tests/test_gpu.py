@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from engine.config import TrainConfig
-from engine.errors import ConfigError
+from engine.errors import LoraWizardError
 from engine.events import SilentReporter
-from engine.runner import preflight, run_one
+from engine.preflight import preflight
+from engine.runner import run_one
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -34,7 +35,7 @@ def train(cfg: TrainConfig):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU's refusal")
 def test_full_half_precision_needs_a_gpu(tmp_path):
-    with pytest.raises(ConfigError, match="need a GPU"):
+    with pytest.raises(LoraWizardError, match="needs a CUDA GPU"):
         train(config(tmp_path, mixed_precision="bf16", full_bf16=True))
 
 
@@ -43,7 +44,7 @@ def test_lowram_says_it_does_nothing_on_a_cpu(tmp_path):
     cfg = config(tmp_path)
     cfg.model.lowram = True
     _, reporter = train(cfg)
-    assert any("lowram has no effect" in n for n in reporter.notices)
+    assert any("model.lowram = true: has no effect on a CPU run" in n for n in reporter.notices)
 
 
 @pytest.mark.gpu

@@ -8,7 +8,8 @@ from PIL import Image
 
 from engine import lint
 from engine.config import TrainConfig
-from engine.lint import ImageChecks, Level, lint_dataset
+from engine.lint import ImageChecks, lint_dataset
+from engine.problems import Level
 
 
 def config(img_folder: Path, **dataset) -> TrainConfig:
@@ -30,7 +31,7 @@ def truncate(path: Path) -> Path:
 
 
 def by_path(problems) -> dict[str, tuple[Level, str]]:
-    return {p.path.name: (p.level, str(p)) for p in problems}
+    return {Path(p.where).name: (p.level, str(p)) for p in problems}
 
 
 def test_a_clean_dataset_has_no_problems(tmp_path):
@@ -66,12 +67,12 @@ def test_every_problem_at_once_with_file_and_fix(tmp_path):
     assert "empty" in found["empty.txt"][1]
     assert "'10_dogs'" in found["dogs"][1] and "'10_0_never'" in found["0_never"][1]
     assert "no images" in found["3_empty"][1]
-    cat = [str(p) for p in problems if p.path.name == "5_cat"]
+    cat = [str(p) for p in problems if Path(p.where).name == "5_cat"]
     assert any("1 of 6 images have no .txt caption (nocap.png)" in p and "captioned 'cat'" in p for p in cat)
     assert any("orphan.txt" in p and "rename" in p for p in cat)
     assert any("anim.gif" in p and "convert" in p for p in cat)
     assert "loose.png" in found["data"][1] and "not used" in found["data"][1]
-    assert all(str(p).startswith(str(p.path)) for p in problems)  # each line starts with its file
+    assert all(str(p).startswith(p.where) for p in problems)  # each line starts with its file
 
 
 def test_folder_level_problems(tmp_path):
@@ -88,7 +89,7 @@ def test_regularisation_folder_is_linted_too(tmp_path):
     image(tmp_path / "data" / "2_cat" / "a.png")
     image(tmp_path / "reg" / "person" / "r.png")
     (problem,) = lint_dataset(config(tmp_path / "data", reg_img_folder=str(tmp_path / "reg")))
-    assert problem.path.name == "person" and problem.level == Level.ERROR
+    assert Path(problem.where).name == "person" and problem.level == Level.ERROR
 
 
 def test_small_images_when_upscaling_is_off(tmp_path):

@@ -156,6 +156,7 @@ def test_polynomial_lr_end_from_scheduler_args():
     import torch
 
     from engine.config import TrainConfig
+    from engine.rules import check
 
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1e-3)
@@ -167,7 +168,8 @@ def test_polynomial_lr_end_from_scheduler_args():
         sched.step()
     assert sched.get_last_lr()[0] == pytest.approx(1e-4)
     # only the arguments a schedule takes are accepted, with the fix in the message
-    with pytest.raises(ValueError, match="takes lr_end"):
-        TrainConfig.model_validate({"optim": {"lr_scheduler": "polynomial", "lr_scheduler_args": {"power_x": 2}}})
-    with pytest.raises(ValueError, match="takes no extra arguments"):
-        TrainConfig.model_validate({"optim": {"lr_scheduler_args": {"lr_end": 1e-6}}})
+    def problems(optim):
+        return " ".join(map(str, check(TrainConfig.model_validate({"optim": optim}))))
+
+    assert "takes lr_end" in problems({"lr_scheduler": "polynomial", "lr_scheduler_args": {"power_x": 2}})
+    assert "takes no extra arguments" in problems({"lr_scheduler_args": {"lr_end": 1e-6}})

@@ -48,8 +48,11 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 
 def test_refusals_and_network_args():
-    with pytest.raises(ConfigError, match="network.dropout is not available for loha"):
-        create_lycoris_network(None, cfg("loha", dropout=0.1), train_unet=True, train_text_encoder=True)
+    from engine.config import TrainConfig
+    from engine.rules import check
+
+    problems = [str(p) for p in check(TrainConfig(network=cfg("loha", dropout=0.1)))]
+    assert any("network.dropout = 0.1: is not available for network.type=loha" in p for p in problems)
     assert lycoris_network_args(cfg("lokr")) == {"algo": "lokr"}
     assert lycoris_network_args(cfg("lora")) == {}
 

@@ -19,15 +19,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ holds ldm_export, not a package
-import ldm_export  # noqa: E402
+from engine.models import ldm_layout
 
-from engine.config import ModelFamily  # noqa: E402
-from engine.errors import ModelError  # noqa: E402
-from engine.models.checkpoint_file import checkpoint_keys  # noqa: E402
-from engine.models.detect import describe_family, detect, detect_family  # noqa: E402
-from engine.models.loading import CONFIG_ROOT, load_base_model, shipped_config_dir  # noqa: E402
-from engine.models.tiny import build_demo, build_tiny  # noqa: E402
+from engine.config import ModelFamily
+from engine.errors import ModelError
+from engine.models.checkpoint_file import checkpoint_keys
+from engine.models.detect import describe_family, detect, detect_family
+from engine.models.loading import CONFIG_ROOT, load_base_model, shipped_config_dir
+from engine.models.tiny import build_demo, build_tiny
 
 FAMILIES = [ModelFamily.SD1, ModelFamily.SD2, ModelFamily.SDXL]
 ENCODER_FOLDERS = ["text_encoder", "text_encoder_2"]
@@ -39,7 +38,7 @@ class Written:
     def __init__(self, family: ModelFamily, root: Path):
         self.family = family
         self.model = build_tiny(family, seed=7)
-        self.ldm = ldm_export.components_to_ldm(self.model)
+        self.ldm = ldm_layout.components_to_ldm(self.model)
         root.mkdir(parents=True)
         self.safetensors = root / "model.safetensors"
         save_file({k: v.contiguous() for k, v in self.ldm.items()}, str(self.safetensors))
@@ -319,7 +318,7 @@ def test_not_a_model_folder(tmp_path):
 def test_vae_override(written, tmp_path, layout):
     w = written[ModelFamily.SD1]
     other = build_tiny(ModelFamily.SD1, seed=99).vae
-    state = ldm_export.vae_to_ldm(other, prefix="") if layout == "ldm" else other.state_dict()
+    state = ldm_layout.vae_to_ldm(other, prefix="") if layout == "ldm" else other.state_dict()
     path = tmp_path / "my_vae.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     loaded = load_base_model(str(w.safetensors), vae=path, config_dir=w.config_dir)
@@ -331,14 +330,14 @@ def test_vae_override(written, tmp_path, layout):
 def test_vae_override_from_folder_and_builtin(written, tmp_path):
     other = build_tiny(ModelFamily.SDXL, seed=5).vae
     path = tmp_path / "vae.ckpt"
-    torch.save({"state_dict": ldm_export.vae_to_ldm(other)}, path)
+    torch.save({"state_dict": ldm_layout.vae_to_ldm(other)}, path)
     assert_same_module(other, load_base_model(str(written[ModelFamily.SDXL].folder), vae=path).vae, "vae")
     assert_same_module(other, load_base_model("builtin:tiny-sdxl", vae=path).vae, "vae")
 
 
 def test_bad_vae_file(written, tmp_path):
     unet_only = tmp_path / "unet.safetensors"
-    save_file(ldm_export.unet_to_ldm(written[ModelFamily.SD1].model.unet), str(unet_only))
+    save_file(ldm_layout.unet_to_ldm(written[ModelFamily.SD1].model.unet), str(unet_only))
     with pytest.raises(ModelError, match="model.vae must be a VAE"):
         load_base_model("builtin:demo", vae=unet_only)
     with pytest.raises(ModelError, match="does not exist"):
@@ -416,21 +415,21 @@ def test_shipped_config_matches_the_real_model(name):
     assert sizes == {**REAL_SIZES[name], "vae": VAE_SIZE}
 
     unet, vae = models["unet"], models["vae"]
-    assert_maps_onto(convert_ldm_unet_checkpoint(ldm_export.unet_to_ldm(unet), unet.config), unet)
-    assert_maps_onto(convert_ldm_vae_checkpoint(ldm_export.vae_to_ldm(vae), vae.config), vae)
+    assert_maps_onto(convert_ldm_unet_checkpoint(ldm_layout.unet_to_ldm(unet), unet.config), unet)
+    assert_maps_onto(convert_ldm_vae_checkpoint(ldm_layout.vae_to_ldm(vae), vae.config), vae)
     if name == "sdxl_base":
         te1, te2 = models["text_encoder"], models["text_encoder_2"]
-        ldm1 = ldm_export.clip_to_ldm(te1, ldm_export.SDXL_TEXT1_PREFIX)
+        ldm1 = ldm_layout.clip_to_ldm(te1, ldm_layout.SDXL_TEXT1_PREFIX)
         assert_maps_onto(_without_text_model(convert_ldm_clip_checkpoint(ldm1)), te1)
-        ldm2 = ldm_export.open_clip_to_ldm(te2, ldm_export.SDXL_TEXT2_PREFIX)
-        assert_maps_onto(convert_open_clip_checkpoint(te2, ldm2, prefix=ldm_export.SDXL_TEXT2_PREFIX), te2)
+        ldm2 = ldm_layout.open_clip_to_ldm(te2, ldm_layout.SDXL_TEXT2_PREFIX)
+        assert_maps_onto(convert_open_clip_checkpoint(te2, ldm2, prefix=ldm_layout.SDXL_TEXT2_PREFIX), te2)
     elif name == "sd15":
         te = models["text_encoder"]
-        converted = convert_ldm_clip_checkpoint(ldm_export.clip_to_ldm(te))
+        converted = convert_ldm_clip_checkpoint(ldm_layout.clip_to_ldm(te))
         assert_maps_onto(_without_text_model(converted), te)
     else:
         te = models["text_encoder"]
-        ldm = ldm_export.open_clip_to_ldm(te, ldm_export.SD2_TEXT_PREFIX)
+        ldm = ldm_layout.open_clip_to_ldm(te, ldm_layout.SD2_TEXT_PREFIX)
         assert_maps_onto(_without_text_model(convert_open_clip_checkpoint(te, ldm)), te)
 
 

@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 from engine.config import TrainConfig
 from engine.errors import ConfigError
 from engine.events import SilentReporter
-from engine.runner import preflight, run_one
+from engine.preflight import preflight
+from engine.runner import run_one
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -47,8 +48,9 @@ def write_config(tmp_path: Path, name: str, **changes) -> Path:
     data = {
         # SGD: its update is linear in the gradient, so float summation order stays a rounding error
         # (Adam divides by the gradient's own size and turns 1e-9 differences into lr-sized ones)
+        "model": {"base_model": "builtin:demo"},
         "optim": {"optimizer": "SGDNesterov", "learning_rate": 0.5},
-        "dataset": {"resolution": 128, "min_bucket_reso": 64, "max_bucket_reso": 256},
+        "dataset": {"img_folder": "builtin:sample", "resolution": 128, "min_bucket_reso": 64, "max_bucket_reso": 256},
         # one epoch of the sample dataset: 24 samples, a global batch of 2 -> 12 steps (not max_steps:
         # the step count must come from the plan made for the process count launched)
         "training": {"epochs": 1, "batch_size": 1},

@@ -35,7 +35,8 @@ from engine.network.inject import create_network
 from engine.network.lora_file import load_lora_file
 from engine.noise import ddpm_alphas_cumprod
 from engine.plan import Sample, epoch_batches, make_plan
-from engine.runner import preflight, run_one
+from engine.preflight import preflight
+from engine.runner import run_one
 from engine.setup import prepare_session, read_captions
 from engine.step import batch_captions, conditioning
 from engine.text_encoding import encode, tokenize

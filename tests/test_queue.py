@@ -206,7 +206,7 @@ def test_preflight_checks_the_model_file_and_the_free_disk(queue_dir, tmp_path, 
     assert code == EXIT_BAD_INPUT and "a.json" in out and "LoRA" in out
 
     write_config(queue_dir, "a", tmp_path / "data", tmp_path / "out", network={"dim": 128}, saving={"output_name": "a", "save_every_n_steps": 1})
-    monkeypatch.setattr("engine.runner.shutil.disk_usage", lambda path: type("U", (), {"free": 5 << 20})())
+    monkeypatch.setattr("engine.preflight.shutil.disk_usage", lambda path: type("U", (), {"free": 5 << 20})())
     code, out = run_cli(capsys, "queue", "--folder", queue_dir)
     assert code == EXIT_BAD_INPUT and calls == []
     assert "only 5.0 MiB is free" in out and "a.json, b.json, c.json" in out
@@ -429,7 +429,8 @@ def test_kill_9_then_resume_continues_from_the_last_state_exactly(tmp_path, caps
 
     from engine.config_io import load_config
     from engine.events import SilentReporter
-    from engine.runner import preflight, run_one
+    from engine.preflight import preflight
+    from engine.runner import run_one
     from engine.train_state import latest_state, read_position
 
     data = write_dataset(tmp_path / "data")

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from engine.config import TrainConfig
 from engine.errors import ConfigError
 from engine.events import SilentReporter, StopSignal
-from engine.runner import preflight, run_one
+from engine.preflight import preflight
+from engine.runner import run_one
 
 
 def config(tmp_path, name: str, **saving) -> TrainConfig:

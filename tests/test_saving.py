@@ -20,7 +20,8 @@ from engine.config import SaveFormat, SavePrecision, TagFile, TrainConfig
 from engine.events import SilentReporter
 from engine.metadata import MINIMUM_KEYS
 from engine.network.lora_file import load_lora_file
-from engine.runner import preflight, run_one
+from engine.preflight import preflight
+from engine.runner import run_one
 from engine.saving import (
     lora_file_name,
     prune_old_saves,

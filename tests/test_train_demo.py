@@ -11,7 +11,8 @@ from safetensors import safe_open
 
 from engine.config import TrainConfig
 from engine.events import SilentReporter
-from engine.runner import preflight, run_one
+from engine.preflight import preflight
+from engine.runner import run_one
 
 # The demo UNet has 4 Transformer2DModels (down 2, mid, up 0 x2) with 1 transformer block each:
 # 10 Linear layers per block (attn1 q/k/v/out, attn2 q/k/v/out, ff in/out) + proj_in + proj_out.

@@ -23,13 +23,11 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-import engine.config as engine_config
-from engine.config import NOT_SUPPORTED_YET, ModelFamily, NetworkType, TrainConfig, field_paths
+from engine.config import ModelFamily, NetworkType, TrainConfig, field_paths
 from engine.config_io import load_config, save_config
 from prompts import load_prompts
 from wizard import ask, flow
 from wizard.checks import AnswerError
-from wizard import questions as wizard_questions
 from wizard.questions import ADVANCED_QUESTIONS, ASK, LOAD_QUESTIONS, QUESTIONS, Draft, Kind, block_values, question_list
 
 DOWN, ENTER, CTRL_C, CTRL_U = "\x1b[B", "\r", "\x03", "\x15"
@@ -108,7 +106,7 @@ LOADED_DEFAULTS_ORDER = [
 
 
 def offered(order: list[str]) -> list[str]:
-    return [path for path in order if path not in NOT_SUPPORTED_YET]
+    return list(order)
 
 
 @dataclass
@@ -510,11 +508,6 @@ def test_short_list_is_the_lets_b1j_questions():
     assert [q.path for q in active] == offered(LOADED_DEFAULTS_ORDER)[2:]
 
 
-def test_unsupported_options_are_not_asked():
-    asked = {q.path for q in question_list(loaded=False)}
-    assert not asked & set(NOT_SUPPORTED_YET)
-
-
 def test_a_gate_switched_off_clears_its_field():
     draft = Draft(TrainConfig(), question_list(loaded=False))
     draft.answers.update({"ask.keep_tokens": True, "dataset.keep_tokens": 3})
@@ -598,27 +591,10 @@ ADVANCED_DEFAULTS_ORDER = [
     "dataset.persistent_data_loader_workers",
     "model.attention",
 ]
-BLOCK_FIELDS = {
-    "network.down_lr_weight", "network.mid_lr_weight", "network.up_lr_weight", "network.block_lr_zero_threshold",
-    "network.block_dims", "network.block_alphas", "network.conv_block_dims", "network.conv_block_alphas",
-}
 
 
 def offered_advanced() -> list[str]:
-    gates = {q.path: q for q in ADVANCED_QUESTIONS if q.enables}
-    return [
-        path for path in ADVANCED_DEFAULTS_ORDER
-        if path not in NOT_SUPPORTED_YET
-        and not (path in gates and all(p in NOT_SUPPORTED_YET for p in gates[path].enables))
-    ]
-
-
-@pytest.fixture
-def blocks_supported(monkeypatch):
-    """As once the engine owner takes the block settings off NOT_SUPPORTED_YET."""
-    remaining = {k: v for k, v in engine_config.NOT_SUPPORTED_YET.items() if k not in BLOCK_FIELDS}
-    monkeypatch.setattr(engine_config, "NOT_SUPPORTED_YET", remaining)
-    monkeypatch.setattr(wizard_questions, "NOT_SUPPORTED_YET", remaining)
+    return list(ADVANCED_DEFAULTS_ORDER)
 
 
 def test_advanced_yes_asks_the_groups_in_order_and_shows_defaults(saved, monkeypatch):
@@ -663,7 +639,7 @@ def test_advanced_no_keeps_a_loaded_configs_advanced_values(saved, monkeypatch, 
     assert (cfg.network.rank_dropout, cfg.training.min_timestep, cfg.training.zero_terminal_snr) == (0.1, 200, True)
 
 
-def test_block_weights_take_a_preset_and_show_the_25_values(saved, monkeypatch, blocks_supported):
+def test_block_weights_take_a_preset_and_show_the_25_values(saved, monkeypatch):
     script = Script({
         "ask.advanced": "y",
         "ask.block_lr": "y",
@@ -688,7 +664,7 @@ def test_block_weights_take_a_preset_and_show_the_25_values(saved, monkeypatch, 
     ]
 
 
-def test_a_block_list_of_the_wrong_length_names_the_count(saved, monkeypatch, blocks_supported, tmp_path):
+def test_a_block_list_of_the_wrong_length_names_the_count(saved, monkeypatch, tmp_path):
     model = write_safetensors(tmp_path / "xl.safetensors", ["conditioner.embedders.1.model.ln_final.weight"])
     dims = ", ".join(["8"] * 23)
     script = Script({
@@ -706,7 +682,7 @@ def test_a_block_list_of_the_wrong_length_names_the_count(saved, monkeypatch, bl
     assert run.asked.count("network.block_dims") == 1  # refused inline, then fixed
 
 
-def test_block_answers_are_checked_against_the_family(blocks_supported):
+def test_block_answers_are_checked_against_the_family():
     draft = Draft(TrainConfig(), question_list(loaded=False))
     draft.answers["model.family"] = ModelFamily.SDXL
     dims = next(q for q in QUESTIONS if q.path == "network.block_dims")
@@ -726,14 +702,6 @@ def test_block_answers_are_checked_against_the_family(blocks_supported):
     draft.answers.update({"ask.advanced": True, "ask.block_lr": True, "network.down_lr_weight": "zeros"})
     values = block_values(draft)
     assert list(values) == ["lr"] and len(values["lr"]) == 23 and values["lr"][1:10] == [0.0] * 9
-
-
-def test_a_gate_of_unsupported_options_is_not_asked(monkeypatch):
-    lr_only = {p: "not yet" for p in ("network.down_lr_weight", "network.mid_lr_weight", "network.up_lr_weight")}
-    monkeypatch.setattr(wizard_questions, "NOT_SUPPORTED_YET", lr_only)
-    paths = [q.path for q in question_list(loaded=False)]
-    assert "ask.block_lr" not in paths and "network.down_lr_weight" not in paths
-    assert "ask.block_dims" in paths and "network.block_lr_zero_threshold" in paths
 
 
 def test_switching_advanced_off_keeps_the_base_values():

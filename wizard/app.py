@@ -136,7 +136,7 @@ def _interactive(console: Console) -> int:
 
 def plan_table(planned) -> Table:
     from engine.queue import forecast_run_dirs
-    from engine.runner import human_size
+    from engine.preflight import human_size
 
     table = Table(title="plan")
     for column in ("run", "images x repeats", "reg", "buckets", "batch (effective)", "steps/epoch", "epochs", "steps", "output", "disk"):
@@ -175,7 +175,7 @@ def _train_runs(console: Console, runs, *, dry_run: bool) -> int:
     """demo, replay and the wizard's runs: checked together, trained in order, no journal."""
     from engine.distributed import launched_processes
     from engine.queue import Entry, Journal
-    from engine.runner import preflight
+    from engine.preflight import preflight
 
     planned = preflight(runs, launched_processes())  # the step count of the process count launched
     _show_plan(console, planned)
@@ -231,7 +231,7 @@ def _check_queue(console: Console, todo, output: Path | None, *, skip_invalid: b
     Too little disk for the valid runs refuses the queue either way."""
     from engine.errors import LoraWizardError, problems_message
     from engine.distributed import launched_processes
-    from engine.runner import PlannedRun, check_runs, disk_problems
+    from engine.preflight import PlannedRun, check_runs, disk_problems
 
     problems_of: dict[int, list[str]] = {}
     loaded = []  # (index in todo, (source, config)) of the configs that load

@@ -15,9 +15,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from engine.config import SECTIONS, TrainConfig, combination_problems, section_model
+from engine.config import TrainConfig, section_model
+from engine.problems import render
 from wizard.checks import AnswerError
-from wizard.questions import ASK, Draft, Kind, Question, field_default, offered_choices
+from wizard.questions import ASK, Draft, Kind, Question, field_default
 from wizard.review import show_value
 
 
@@ -39,7 +40,7 @@ def ask_question(q: Question, draft: Draft, texts: dict[str, Any], console: Cons
 
     if q.kind is Kind.SELECT:
         titles = text.get("choices", {})
-        offered = offered_choices(q)
+        offered = q.choices
         choices = [questionary.Choice(titles.get(str(v), str(v)), value=v) for v in offered]
         if current not in offered:  # a loaded config may hold a value the list does not offer
             choices.append(questionary.Choice(str(current), value=current))
@@ -117,22 +118,12 @@ def error_text(err: AnswerError, texts: dict[str, Any]) -> str:
 
 
 def check_draft(data: dict[str, Any]) -> tuple[TrainConfig | None, list[str]]:
-    """The finished config, or the problems that stop it (each names its field: 'path: why')."""
-    sections = {}
-    problems = []
-    for name in SECTIONS:
-        try:
-            sections[name] = section_model(name).model_validate(data[name])
-        except ValidationError as err:
-            problems += [
-                f"{name}.{'.'.join(map(str, e['loc']))}: {pydantic_message(e)}" for e in err.errors()
-            ]
-    if problems:
-        return None, problems
-    problems = combination_problems(TrainConfig.model_construct(**sections))
-    if problems:
-        return None, problems
-    return TrainConfig.model_validate(data), []
+    """The finished config, or the problems that stop it, as the loader words them ('field = value:
+    what is wrong; fix'): the same fields and the same rulebook as a file."""
+    from engine.config_io import validated
+
+    cfg, problems = validated(data)
+    return cfg, [render(p) for p in problems]
 
 
 def default_text(value: Any) -> str:

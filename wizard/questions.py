@@ -27,8 +27,6 @@ from typing import Any
 
 from engine.block_weights import is_number
 from engine.config import (
-    NOT_SUPPORTED_VALUES,
-    NOT_SUPPORTED_YET,
     Attention,
     HuberSchedule,
     LossType,
@@ -46,6 +44,7 @@ from engine.config import (
     section_model,
 )
 from engine.errors import ConfigError
+from engine.problems import render
 from wizard.checks import (
     AnswerError,
     check_base_model,
@@ -131,8 +130,6 @@ class Question:
     advanced: bool = False
     #: the advanced group it belongs to (a heading from prompts' [groups] is shown when it starts)
     group: str | None = None
-    #: a gate's fields: a gate all of whose fields the engine does not support yet is not asked
-    enables: tuple[str, ...] = ()
     #: SELECT: the allowed values, in the order shown
     choices: tuple[Any, ...] = ()
     #: the value proposed when the question has no answer yet; None: the config's current value
@@ -442,7 +439,7 @@ def fits_block_list(path: str) -> Callable[[Draft, Any], None]:
             return
         problems = block_list_problems(path.split(".")[1], value, block_family(draft))
         if problems:
-            raise AnswerError(None, message=problems[0])
+            raise AnswerError(None, message=render(problems[0], with_where=False))
 
     return fits
 
@@ -536,7 +533,7 @@ def adv(path: str, kind: Kind, group: str, **kw: Any) -> Question:
 ADVANCED_QUESTIONS: tuple[Question, ...] = (
     Q(ADVANCED, Kind.CONFIRM, short=True, propose=fixed(False)),
     # blocks
-    adv("ask.block_lr", Kind.CONFIRM, "blocks", propose=any_set_in_base(*LR_WEIGHTS), enables=LR_WEIGHTS),
+    adv("ask.block_lr", Kind.CONFIRM, "blocks", propose=any_set_in_base(*LR_WEIGHTS)),
     *(
         adv(path, Kind.TEXT, "blocks", when=wants_block_lr, optional=True, shows_blocks=True,
                  parse=parse_mid_weight if path == "network.mid_lr_weight" else parse_lr_weight,
@@ -544,8 +541,7 @@ ADVANCED_QUESTIONS: tuple[Question, ...] = (
         for path in LR_WEIGHTS
     ),
     adv("network.block_lr_zero_threshold", Kind.FLOAT, "blocks", when=wants_block_lr, shows_blocks=True),
-    adv("ask.block_dims", Kind.CONFIRM, "blocks", propose=any_set_in_base(*BLOCK_LIST_FIELDS),
-             enables=BLOCK_LIST_FIELDS),
+    adv("ask.block_dims", Kind.CONFIRM, "blocks", propose=any_set_in_base(*BLOCK_LIST_FIELDS)),
     *(
         adv(path, Kind.TEXT, "blocks", when=wants_conv_block_dims if "conv" in path else wants("block_dims"),
                  optional=True, shows_blocks=True, parse=parse_number_list, fits=fits_block_list(path))
@@ -607,20 +603,5 @@ QUESTIONS_BY_PATH: dict[str, Question] = {q.path: q for q in (*LOAD_QUESTIONS, *
 
 def question_list(*, loaded: bool) -> tuple[Question, ...]:
     """The questions for a new config, or the short list after loading one (LETS B1-J), each followed
-    by "advanced settings?" and the advanced questions (out of play until that is answered yes).
-
-    Options the engine does not support yet (engine.config.NOT_SUPPORTED_YET) are not offered, nor a
-    gate whose fields are all such options; they come back by themselves when the feature lands."""
-    return tuple(
-        q
-        for q in QUESTIONS
-        if (q.short or not loaded)
-        and q.path not in NOT_SUPPORTED_YET
-        and not (q.enables and all(path in NOT_SUPPORTED_YET for path in q.enables))
-    )
-
-
-def offered_choices(q: Question) -> tuple[Any, ...]:
-    """A select question's values, less those the engine does not support yet."""
-    unsupported = NOT_SUPPORTED_VALUES.get(q.path, ())
-    return tuple(value for value in q.choices if value not in unsupported)
+    by "advanced settings?" and the advanced questions (out of play until that is answered yes)."""
+    return tuple(q for q in QUESTIONS if q.short or not loaded)

@@ -64,8 +64,8 @@ def block_rank_for(net_cfg: NetworkConfig, family: ModelFamily, default_rank_for
     from engine.network.names import LayerKind, layer_kind
 
     problems = block_problems(net_cfg, family)
-    if problems:
-        raise ConfigError("; ".join(problems))
+    if problems:  # the rulebook refuses these before a run starts; a direct caller gets the same words
+        raise ConfigError("; ".join(map(str, problems)))
     weights = config_lr_weights(net_cfg, family)
     conv_alpha = 1.0 if net_cfg.conv_alpha is None else net_cfg.conv_alpha
 

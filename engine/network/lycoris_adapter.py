@@ -151,11 +151,6 @@ def create_lycoris_network(
     """LoHa/LoKr modules for the base model (not yet applied); see the module docstring."""
     if net_cfg.type not in ALGOS:
         raise ValueError(f"create_lycoris_network builds loha/lokr networks, not {net_cfg.type.value}")
-    if net_cfg.dropout:
-        raise ConfigError(
-            f"network.dropout is not available for {net_cfg.type.value} (LyCORIS has no neuron dropout for it): "
-            "clear it, or use network.rank_dropout / network.module_dropout"
-        )
     if not train_unet and not train_text_encoder:
         raise ConfigError("nothing to train: train the U-Net, the text encoder, or both")
     module_class = lycoris_module_class(net_cfg.type)

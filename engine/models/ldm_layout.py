@@ -1,11 +1,16 @@
-"""Test support: write diffusers/transformers models as one original (LDM/CompVis) state dict.
+"""diffusers/transformers models as one original (LDM/CompVis) state dict: the single-file layout.
 
-The diffusers wheel can read single-file checkpoints but has no writer, so tests that need an
-A1111-style `.safetensors`/`.ckpt` of a tiny model build it here. The mapping is the inverse of
-what diffusers' `loaders/single_file_utils.py` reads (table in OFFLINE.md §5). It is generic over
-`layers_per_block` and block count, so it serves the tiny models and meta-device full-size ones.
+The mapping is the inverse of what diffusers' `loaders/single_file_utils.py` reads. It is generic
+over `layers_per_block` and block count, so it serves the tiny models and meta-device full-size
+ones. The product uses it to know, from the shipped architecture configs, the tensor names and
+shapes a single-file checkpoint of each family must hold (engine/models/inspect.py), so a file of
+another architecture is refused before training; the tests use it to write such files.
 
-Not product code: the product only ever reads these files.
+UNet names, with L = layers_per_block: down block i, layer j -> `input_blocks.{1 + i(L+1) + j}`
+(resnet `.0`, attention `.1`), its downsampler `input_blocks.{(i+1)(L+1)}.0.op`; the middle block
+`middle_block.0/1/2`; up block i, layer j -> `output_blocks.{i(L+1) + j}`, its upsampler
+`output_blocks.{i(L+1) + L}.{2 if attention else 1}.conv`. The VAE decoder numbers its up blocks
+in reverse; OpenCLIP encoders (SD2, SDXL's second) keep q/k/v fused in `attn.in_proj_*`.
 """
 
 from __future__ import annotations
