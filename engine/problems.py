@@ -55,11 +55,12 @@ def render(problem: Problem, source: str | None = None, *, with_where: bool = Tr
 
 
 def show_value(value: Any) -> str:
-    """A value as a user writes it in a config file (JSON), shortened when long."""
+    """A value as a user writes it in a config file (JSON). A long list or table is shortened; text
+    never is (a path cut in the middle cannot be found or copied)."""
     if isinstance(value, Enum):
         value = value.value
     text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= 60 or isinstance(value, str) else text[:57] + "..."
 
 
 def errors(problems: Iterable[Problem]) -> list[Problem]:
