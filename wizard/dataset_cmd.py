@@ -143,7 +143,7 @@ def run_dataset(console: Console, argv: list[str]) -> int:
 # ---- output helpers ---------------------------------------------------------------------------------
 
 
-def _width(console: Console) -> int:
+def width_of(console: Console) -> int:
     return max(40, min(console.width, MAX_WIDTH))
 
 
@@ -155,7 +155,7 @@ def wrap(text: str, width: int, indent: str = "", more: str | None = None) -> li
     ) or [indent]
 
 
-def _say(console: Console, lines: list[str], style: str | None = None) -> None:
+def say(console: Console, lines: list[str], style: str | None = None) -> None:
     for line in lines:
         shown = escape(line) if style is None else f"[{style}]{escape(line)}[/]"
         console.print(shown, highlight=False, soft_wrap=True)
@@ -238,7 +238,7 @@ def _view(console: Console, args) -> int:
     cfg = view_config(args.folder, args.config, args.resolution, args.caption_extension)
     if args.folder is not None:
         _refuse_concept_folder(_folder(args.folder))
-    _say(console, render_summary(summarize(cfg, top=args.top), _width(console)))
+    say(console, render_summary(summarize(cfg, top=args.top), width_of(console)))
     return EXIT_OK
 
 
@@ -386,9 +386,9 @@ def label_folder(console: Console, folder: Path, extension: str, overwrite: bool
     from engine.prep.label import LabelJob
 
     job = LabelJob.for_folder(folder, extension, overwrite=overwrite)
-    width = _width(console)
+    width = width_of(console)
     had = f"; {len(job.result.skipped)} have a {extension} caption and are kept (--overwrite redoes them)" if job.result.skipped else ""
-    _say(console, wrap(f"{len(job.images)} images under {folder}: {len(job.todo)} to do{had}.", width))
+    say(console, wrap(f"{len(job.images)} images under {folder}: {len(job.todo)} to do{had}.", width))
     if not job.todo:
         return EXIT_OK
     labeler = load()  # a wrong model folder stops here, before any file is written
@@ -397,7 +397,7 @@ def label_folder(console: Console, folder: Path, extension: str, overwrite: bool
         job.run(labeler, progress)
     except KeyboardInterrupt:
         progress.close()
-        _say(console, wrap(
+        say(console, wrap(
             f"Stopped: {job.result.done} caption files written, the others untouched (no file is half-written). "
             "Run the same command again to do the rest.", width), "yellow")
         _say_backup(console, job.backup, width)
@@ -411,19 +411,19 @@ def report_labels(console: Console, job, width: int) -> int:
     lines = wrap(f"Wrote {len(r.written)} new caption files ({job.extension}).", width)
     if r.replaced:
         lines += wrap(f"Replaced {len(r.replaced)} existing caption files.", width)
-    _say(console, lines, "green")
+    say(console, lines, "green")
     _say_backup(console, job.backup, width)
     if r.failed:
-        _say(console, wrap(f"{len(r.failed)} images could not be read and have no caption:", width), "red")
+        say(console, wrap(f"{len(r.failed)} images could not be read and have no caption:", width), "red")
         for path, why in r.failed:
-            _say(console, wrap(f"{path}: {why}", width, "  ", "    "), "red")
+            say(console, wrap(f"{path}: {why}", width, "  ", "    "), "red")
         return EXIT_BAD_INPUT
     return EXIT_OK
 
 
 def _say_backup(console: Console, backup, width: int) -> None:
     if backup.folder is not None:
-        _say(console, wrap(f"The {len(backup.kept)} original files are in {backup.folder}", width))
+        say(console, wrap(f"The {len(backup.kept)} original files are in {backup.folder}", width))
 
 
 # ---- clean and edit ------------------------------------------------------------------------------------
@@ -450,14 +450,14 @@ def edit_folder(console: Console, folder: Path, extension: str, rule, dry_run: b
     from engine.prep.backup import CaptionBackup
     from engine.prep.edit import EditResult, apply_changes, plan_changes
 
-    width = _width(console)
+    width = width_of(console)
     changes = plan_changes(folder, extension, rule)
     if not changes:
-        _say(console, wrap(f"Nothing to change: no {extension} caption file under {folder} would change.", width))
+        say(console, wrap(f"Nothing to change: no {extension} caption file under {folder} would change.", width))
         return EXIT_OK
     if dry_run:
         show_changes(console, changes, folder, width)
-        _say(console, wrap(f"{len(changes)} caption files would change (dry run: nothing was written).", width))
+        say(console, wrap(f"{len(changes)} caption files would change (dry run: nothing was written).", width))
         return EXIT_OK
     backup = CaptionBackup(folder)
     result = EditResult()
@@ -466,11 +466,11 @@ def edit_folder(console: Console, folder: Path, extension: str, rule, dry_run: b
         apply_changes(changes, backup, progress, result)
     except KeyboardInterrupt:
         progress.close()
-        _say(console, wrap(f"Stopped: {len(result.changed)} of {len(changes)} caption files changed, the others untouched.", width), "yellow")
+        say(console, wrap(f"Stopped: {len(result.changed)} of {len(changes)} caption files changed, the others untouched.", width), "yellow")
         _say_backup(console, backup, width)
         return EXIT_CANCELLED
     progress.close()
-    _say(console, wrap(f"Changed {len(result.changed)} caption files.", width), "green")
+    say(console, wrap(f"Changed {len(result.changed)} caption files.", width), "green")
     _say_backup(console, backup, width)
     return EXIT_OK
 
@@ -479,6 +479,6 @@ def show_changes(console: Console, changes, folder: Path, width: int) -> None:
     from engine.prep.folder import shown
 
     for change in changes:
-        _say(console, wrap(shown(change.path, folder), width))
-        _say(console, wrap(change.old or "(empty)", width, "  - ", "    "), "red")
-        _say(console, wrap(change.new or "(empty)", width, "  + ", "    "), "green")
+        say(console, wrap(shown(change.path, folder), width))
+        say(console, wrap(change.old or "(empty)", width, "  - ", "    "), "red")
+        say(console, wrap(change.new or "(empty)", width, "  + ", "    "), "green")

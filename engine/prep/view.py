@@ -2,8 +2,10 @@
 
 Everything is computed by the functions training uses, so the view cannot disagree with the run:
 `engine.plan.make_plan` (folders, repeats, regularisation balancing, buckets, steps) and
-`engine.setup.read_captions` / `tag_frequency` (the captions and tag counts written into the LoRA
-as ss_tag_frequency). On top of them it lists what a user should look at before starting: images
+`engine.captions.read_caption` / `count_tags` (each image's caption, its file or its folder's
+name, and the tag counts written into the LoRA as ss_tag_frequency, grouped as
+`engine.setup.tag_frequency` does; the tests check the two agree). No torch is imported, so the
+wizard can show the view between two questions. On top of them it lists what a user should look at before starting: images
 without a caption file (they are captioned with their folder's name), the most frequent tags (the
 candidates for a trigger word) and the images that will be enlarged to reach their bucket.
 """
@@ -70,7 +72,7 @@ class DatasetSummary:
 
 def summarize(cfg: TrainConfig, top: int = 20) -> DatasetSummary:
     """The summary of `cfg`'s dataset (and regularisation) folders at `cfg`'s bucket settings."""
-    from engine.setup import read_captions, tag_frequency
+    from engine.captions import count_tags, read_caption
 
     plan = make_plan(cfg)
     ds = cfg.dataset
@@ -88,10 +90,9 @@ def summarize(cfg: TrainConfig, top: int = 20) -> DatasetSummary:
         )
         for s in (*plan.subsets, *plan.reg_subsets)
     )
-    captions = read_captions(plan)
-    counts: Counter[str] = Counter()
-    for folder_counts in tag_frequency(plan, captions).values():
-        counts.update(folder_counts)
+    training = [item.record for item in plan.items if not item.record.is_reg]
+    captions = [read_caption(r.caption_path) if r.caption_path else r.class_caption for r in training]
+    counts = count_tags(captions)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
 
     resized = [_resized(item, ds.enable_bucket and ds.bucket_no_upscale, ds.min_bucket_reso) for item in plan.items]
@@ -108,7 +109,7 @@ def summarize(cfg: TrainConfig, top: int = 20) -> DatasetSummary:
         bucket_counts=plan.bucket_counts,
         batch_size=plan.batch_size,
         steps_per_epoch=plan.steps_per_epoch,
-        captions_read=sum(1 for item in plan.items if not item.record.is_reg),
+        captions_read=len(captions),
         top_tags=tuple(ranked),
         upscaled=tuple(r for r in resized if not r.too_small),
         too_small=tuple(r for r in resized if r.too_small),
