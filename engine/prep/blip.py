@@ -68,11 +68,14 @@ def check_blip_folder(folder: Path) -> Path:
 
 
 def caption_from_output(decoded: str, options: BlipOptions) -> str:
-    """The decoded text without the prompt, with the user's prefix and suffix."""
+    """The decoded text without the prompt, with the user's prefix and suffix ("" when the model
+    gave nothing after the prompt)."""
     prompt = options.prompt.strip()
     text = decoded.strip()
     if prompt and text.lower().startswith(prompt.lower()):
         text = text[len(prompt) :].strip()
+    if not text:
+        return ""  # nothing generated: no file is written (LabelJob lists the image as failed)
     return f"{options.prefix}{text}{options.suffix}".strip()
 
 

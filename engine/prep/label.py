@@ -34,7 +34,7 @@ class LabelResult:
     written: list[Path] = field(default_factory=list)  # new caption files
     replaced: list[Path] = field(default_factory=list)  # existing ones overwritten (backed up first)
     skipped: list[Path] = field(default_factory=list)  # images that had a caption (no overwrite)
-    failed: list[tuple[Path, str]] = field(default_factory=list)  # unreadable images, and why
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # unreadable images (or no text), and why
 
     @property
     def done(self) -> int:
@@ -92,6 +92,10 @@ class LabelJob:
     def _label(self, batch: list[tuple[Path, object]], labeler: Labeler, progress: ItemProgress) -> None:
         lines = labeler.label([img for _, img in batch])
         for (image, _), line in zip(batch, lines, strict=True):
+            if not line.strip():  # an empty file would silently replace the folder-name caption
+                self.result.failed.append((image, "the model gave an empty caption"))
+                progress.advanced(image)
+                continue
             target = caption_path(image, self.extension)
             existed = target.exists()
             if existed and not self.overwrite:  # written meanwhile by someone else: keep it
