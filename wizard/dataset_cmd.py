@@ -256,6 +256,13 @@ def _refuse_concept_folder(folder: Path) -> None:
             )
 
 
+def _table_row(row: str, name: str, width: int) -> list[str]:
+    """Numbers, then the folder name; a name too long for the line goes whole on the next one."""
+    if len(row) + len(name) <= width:
+        return [row + name]
+    return [row.rstrip(), *wrap(name, width, "    ")]
+
+
 def render_summary(summary, width: int = MAX_WIDTH) -> list[str]:
     """The view as lines of text (no markup), each at most `width` columns except a long path."""
     from engine.prep.folder import shown
@@ -268,14 +275,12 @@ def render_summary(summary, width: int = MAX_WIDTH) -> list[str]:
     lines += wrap(f"resolution {w}x{h}, {mode}", width, "  ")
     lines.append("")
     lines.append(f"  {'repeats':>7}  {'images':>6}  {'x repeats':>9}  {'no caption':>10}  folder")
-    name_indent = " " * 44
     for f in s.folders:
+        missing = "-" if f.is_reg else len(f.missing_captions)
+        row = f"  {f.repeats:>7}  {f.images:>6}  {f.uses:>9}  {missing:>10}  "
+        lines += _table_row(row, f.name, width)
         if f.is_reg:
-            row = f"  {f.repeats:>7}  {f.images:>6}  {f.uses:>9}  {'-':>10}  "
-            lines += wrap(f"{f.name} (regularisation: uses after balancing)", width, row, name_indent)
-        else:
-            row = f"  {f.repeats:>7}  {f.images:>6}  {f.uses:>9}  {len(f.missing_captions):>10}  "
-            lines += wrap(f.name, width, row, name_indent)
+            lines += wrap("(regularisation: uses after balancing)", width, " " * len(row))
     train = [f for f in s.folders if not f.is_reg]
     lines.append(f"  {'total':>7}  {sum(f.images for f in train):>6}  {s.num_train_images:>9}  {s.missing_captions:>10}")
     reg = f", {s.num_reg_images} regularisation" if s.num_reg_images else ""
