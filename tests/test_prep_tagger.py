@@ -163,11 +163,12 @@ def test_missing_onnxruntime_names_the_install_command(monkeypatch, tagger):
 
 
 def test_cli_tag_writes_and_counts(dataset, tagger, capsys):
-    code = main(["dataset", "tag", str(dataset), "--tagger", str(tagger), "--trigger", "mychar"])
+    code = main(["dataset", "tag", str(dataset), "--tagger", str(tagger), "--trigger", "mychar", "--batch-size", "3"])
     out = capsys.readouterr().out.replace("\n", " ")
 
     assert code == 0
     assert line(dataset / "10_mychar" / "red.txt").startswith("mychar, 1girl, long hair")
+    assert line(dataset / "2_other" / "ghost.txt").startswith("mychar, 1girl, long hair")  # the batch of 1 after 3
     assert "5 images under" in out and "4 to do" in out and "Wrote 4 new caption files" in out
 
 

@@ -235,6 +235,7 @@ def view_config(folder: Path | None, config: Path | None, resolution: str | None
 def _view(console: Console, args) -> int:
     from engine.prep.view import summarize
 
+    _positive("--top", args.top)
     cfg = view_config(args.folder, args.config, args.resolution, args.caption_extension)
     if args.folder is not None:
         _refuse_concept_folder(_folder(args.folder))

@@ -27,10 +27,18 @@ IMAGE_FOLDER = "dataset.img_folder"
 
 
 def summary_config(draft) -> TrainConfig:
-    """The config being edited with the folder just answered (other answers are not final yet)."""
-    data = draft.base.model_dump()
-    data["dataset"]["img_folder"] = draft.value(IMAGE_FOLDER)
-    return TrainConfig.model_validate(data)
+    """The config with the answers so far (the folder just answered, the resolution when it has been
+    answered, e.g. when the folder is edited from the review); when those answers do not make a
+    valid config yet, the config being edited with the new folder."""
+    folder = draft.value(IMAGE_FOLDER)
+    try:
+        data = draft.to_data()
+        data["dataset"]["img_folder"] = folder
+        return TrainConfig.model_validate(data)
+    except ValueError:  # pydantic's ValidationError: answers that only the end of the wizard checks
+        data = draft.base.model_dump()
+        data["dataset"]["img_folder"] = folder
+        return TrainConfig.model_validate(data)
 
 
 def show_dataset(draft, console: Console, texts: dict[str, Any]) -> None:
