@@ -222,3 +222,11 @@ def test_ctrl_c_leaves_no_half_written_caption(dataset, tagger, monkeypatch, cap
     monkeypatch.undo()  # running again tags the rest
     assert main(["dataset", "tag", str(dataset / "10_mychar"), "--tagger", str(tagger)]) == 0
     assert len(list((dataset / "10_mychar").glob("*.txt"))) == 3
+
+
+def test_two_images_of_one_name_do_not_share_a_caption(tmp_path, tagger):
+    folder = write_images(tmp_path / "1_x", {"a.png": ((32, 32), RED), "a.jpg": ((32, 32), BLUE)}, {"a.png": "old\n"})
+    job = tag_all(folder, tagger, overwrite=True)
+    assert "red background" not in line(folder / "a.txt")  # a.jpg (blue) came first and wrote it
+    assert [p.name for p, _ in job.result.failed] == ["a.png"]
+    assert line(job.backup.folder / "a.txt") == "old\n"

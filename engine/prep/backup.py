@@ -35,6 +35,8 @@ class CaptionBackup:
         except ValueError:
             relative = Path(path.name)
         copy = self.folder / relative
+        if copy.exists():  # kept earlier in this job: that copy is the original, keep it
+            return copy
         atomic_write(copy, lambda tmp: shutil.copy2(path, tmp))
         self.kept.append(copy)
         return copy

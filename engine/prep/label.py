@@ -52,6 +52,7 @@ class LabelJob:
     todo: list[Path]
     backup: CaptionBackup
     result: LabelResult
+    written_now: set[Path] = field(default_factory=set)  # caption files this job has written
 
     @classmethod
     def for_folder(cls, root: Path, extension: str, *, overwrite: bool = False) -> LabelJob:
@@ -97,6 +98,10 @@ class LabelJob:
                 progress.advanced(image)
                 continue
             target = caption_path(image, self.extension)
+            if target in self.written_now:  # a.png and a.jpg share a.txt
+                self.result.failed.append((image, f"{target.name} was just written for another image of the same name"))
+                progress.advanced(image)
+                continue
             existed = target.exists()
             if existed and not self.overwrite:  # written meanwhile by someone else: keep it
                 self.result.skipped.append(image)
@@ -106,4 +111,5 @@ class LabelJob:
                 self.backup.keep(target)
             atomic_write_text(target, line.strip() + "\n", overwrite=existed)
             (self.result.replaced if existed else self.result.written).append(target)
+            self.written_now.add(target)
             progress.advanced(image)
