@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from engine.errors import DatasetError
+
+if TYPE_CHECKING:  # torch is imported by merge_chunk_states only: reading and counting captions
+    import torch  # (the dataset view in the wizard) must not pay for it
 
 #: tokens per chunk between the start and end token (CLIP's 77-token window minus the two)
 CHUNK = 75
@@ -258,6 +260,8 @@ def merge_chunk_states(hidden: torch.Tensor, n: int) -> torch.Tensor:
     window's final state. (sd-scripts has an extra branch for SD2 meant to patch empty windows; it
     compares a token id with the end token's *string*, so it never runs, and we leave it out.)
     """
+    import torch
+
     if n == 1:
         return hidden
     bn, width, dim = hidden.shape

@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from engine.config import LrScheduler
+
+if TYPE_CHECKING:  # torch is imported where a scheduler is built: the plan (and the wizard's
+    import torch  # dataset view, which uses it) must not pay for it
 
 #: transformers' and diffusers' default end LR of the polynomial schedule (absolute, not a ratio)
 POLYNOMIAL_LR_END = 1e-7
@@ -139,6 +141,8 @@ def make_lambda_scheduler(
     The polynomial end LR is taken relative to the optimizer's constructor LR (`defaults["lr"]`),
     as transformers does, so groups with their own LR (UNet / text encoder) decay by the same factor.
     """
+    import torch
+
     schedule = Schedule(
         scheduler, total_steps, warmup_steps, num_cycles, power, initial_lr=optimizer.defaults.get("lr"), **(extra or {})
     )

@@ -1,4 +1,4 @@
-"""The command line: the wizard, `demo`, `replay` and `queue`, with exit codes a script can trust.
+"""The command line: the wizard, `demo`, `replay`, `queue` and `dataset`, with exit codes a script can trust.
 
     0  every run trained          1  a run failed while training
     2  bad input (config, path, dataset), reported before any training starts
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Too little free disk for the valid runs still refuses the whole queue"
         ),
     )
+    # `dataset` parses its own arguments (wizard/dataset_cmd.py): its first word may be a command
+    # (tag, caption, clean, edit) or the folder to view, which argparse sub-commands cannot express
+    sub.add_parser("dataset", help="see, tag, caption and clean a dataset: `dataset --help`", add_help=False)
     return parser
 
 
@@ -69,9 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     # paths and messages stay on one line, so they can be copied; with several processes
     # (accelerate launch) only the main one shows plans and progress
     console = Console(soft_wrap=True, quiet=not is_main_process())
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv[:1] if argv[:1] == ["dataset"] else argv)
 
     try:
+        if args.command == "dataset":
+            from wizard.dataset_cmd import run_dataset
+
+            return run_dataset(console, argv[1:])
         if args.command is None:
             return _interactive(console)
         if args.command == "queue":

@@ -27,6 +27,7 @@ from engine.errors import ConfigError, LoraWizardError
 from engine.fileio import atomic_write_text, next_free_path
 from prompts import load_prompts
 from wizard import ask
+from wizard.dataset_step import IMAGE_FOLDER, show_dataset
 from wizard.questions import (
     LOAD_QUESTIONS,
     Draft,
@@ -123,6 +124,8 @@ def fill(draft: Draft, console: Console, texts: dict[str, Any]) -> None:
             draft.answers[q.path] = ask.ask_question(q, draft, texts, console)
             if q.shows_blocks:
                 show_blocks(draft, console, texts)
+            if q.path == IMAGE_FOLDER:
+                show_dataset(draft, console, texts)
 
 
 def show_blocks(draft: Draft, console: Console, texts: dict[str, Any]) -> None:
@@ -173,6 +176,8 @@ def review(
             draft.answers[q.path] = ask.ask_question(q, draft, texts, console)
             if q.shows_blocks:
                 show_blocks(draft, console, texts)
+            if q.path == IMAGE_FOLDER:
+                show_dataset(draft, console, texts)
             cfg = complete(draft, console, texts)
 
 

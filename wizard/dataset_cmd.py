@@ -1,0 +1,490 @@
+"""`lora-wizard dataset ...`: see a dataset, tag it, caption it and clean its captions.
+
+    dataset DIR [--config CFG.json] [--resolution N|WxH]   the view (also `dataset view DIR`)
+    dataset tag DIR --tagger FOLDER [...]                  WD14 tags into missing caption files
+    dataset caption DIR --blip FOLDER [...]                BLIP captions into missing caption files
+    dataset clean DIR [--dry-run]                          sd-scripts' clean-up rules
+    dataset edit DIR --trigger W | --remove T | --rename A,B [--dry-run]
+
+The engine (engine/prep/) does the work; this module parses the options, draws the progress bars
+and prints the results. Everything is printed pre-wrapped to the terminal width (at most 80
+columns); a path longer than a line is printed whole on its own line, never cut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import textwrap
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from engine.errors import ConfigError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
+#: the tagger folder the wizard offers and `dataset tag` uses when --tagger is not given
+TAGGER_ENV = "LORA_WIZARD_TAGGER"
+COMMANDS = ("view", "tag", "caption", "clean", "edit")
+MAX_WIDTH = 80
+_LISTED = 10  # file names listed per section before "and N more"
+
+
+# ---- argument parsing ------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser, *, folder_optional: bool = False) -> None:
+    if folder_optional:
+        parser.add_argument("folder", type=Path, nargs="?", help="the dataset folder (parent of the <repeats>_<name> folders)")
+    else:
+        parser.add_argument("folder", type=Path, help="the dataset folder, or one <repeats>_<name> folder; sub-folders are included")
+    parser.add_argument("--caption-extension", help="caption files' extension (default .txt, or the config's)")
+
+
+def _edit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
+
+
+def build_parsers() -> dict[str, argparse.ArgumentParser]:
+    prog = "lora-wizard dataset"
+    view = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "See a dataset as training will: images per folder with repeats, missing captions, the top tags, "
+            "the buckets and the images that will be enlarged. Other commands: "
+            "`dataset tag DIR --tagger FOLDER`, `dataset caption DIR --blip FOLDER`, `dataset clean DIR`, "
+            "`dataset edit DIR`; each has --help."
+        ),
+    )
+    _common(view, folder_optional=True)
+    view.add_argument("--config", type=Path, help="use this config's dataset settings (and its folders when DIR is not given)")
+    view.add_argument("--resolution", help="training resolution: 512, or 768x512 (default: the config's, else 512)")
+    view.add_argument("--top", type=int, default=20, help="how many of the most frequent tags to list (default 20)")
+
+    tag = argparse.ArgumentParser(
+        prog=f"{prog} tag",
+        description=(
+            "Write WD14 tagger tags into a caption file for each image that has none (all with --overwrite, "
+            "the old files backed up). Offline: the tagger is a folder you downloaded (model.onnx + selected_tags.csv)."
+        ),
+    )
+    _common(tag)
+    tag.add_argument("--tagger", type=Path, help=f"the tagger folder (default: ${TAGGER_ENV})")
+    tag.add_argument("--general-threshold", type=float, default=0.35, help="keep a general tag from this probability (default 0.35)")
+    tag.add_argument("--character-threshold", type=float, default=0.35, help="keep a character tag from this probability (default 0.35; above 1: none)")
+    tag.add_argument("--undesired", help="tags never to write, comma-separated")
+    tag.add_argument("--replace", help="tag replacements: 'source,target;source2,target2' (\\, for a comma in a tag)")
+    tag.add_argument("--keep-underscores", action="store_true", help="keep the tagger's underscores (default: spaces)")
+    tag.add_argument("--always-first", help="tags put first when present, comma-separated, in this order")
+    tag.add_argument("--trigger", help="a trigger word written as the first tag of every file")
+    tag.add_argument("--overwrite", action="store_true", help="tag images that already have a caption too (originals backed up)")
+    tag.add_argument("--batch-size", type=int, default=1, help="images per model call (default 1)")
+
+    caption = argparse.ArgumentParser(
+        prog=f"{prog} caption",
+        description=(
+            "Write a BLIP caption into a caption file for each image that has none (all with --overwrite, the old "
+            "files backed up). Offline: the model is a folder you downloaded (e.g. Salesforce/blip-image-captioning-large)."
+        ),
+    )
+    _common(caption)
+    caption.add_argument("--blip", type=Path, required=True, help="the BLIP model folder")
+    caption.add_argument("--beam-search", action="store_true", help="beam search instead of nucleus sampling")
+    caption.add_argument("--num-beams", type=int, default=1, help="beams with --beam-search (default 1)")
+    caption.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling's top_p (default 0.9)")
+    caption.add_argument("--max-length", type=int, default=75, help="longest caption in tokens (default 75)")
+    caption.add_argument("--min-length", type=int, default=5, help="shortest caption in tokens (default 5)")
+    caption.add_argument("--seed", type=int, default=42, help="random seed of the sampling (default 42)")
+    caption.add_argument("--prompt", default="a picture of ", help="text the caption starts from, cut from the result (default 'a picture of ')")
+    caption.add_argument("--prefix", default="", help="text put before every caption, e.g. 'mychar, '")
+    caption.add_argument("--suffix", default="", help="text put after every caption")
+    caption.add_argument("--overwrite", action="store_true", help="caption images that already have a caption too (originals backed up)")
+    caption.add_argument("--batch-size", type=int, default=1, help="images per model call (default 1)")
+
+    clean = argparse.ArgumentParser(
+        prog=f"{prog} clean",
+        description=(
+            "Clean caption files with the rules of sd-scripts' clean_captions_and_tags: tag lists lose duplicates, "
+            "empty tags, underscores and ambiguous per-person tags; sentences get its word fixes (written for anime "
+            "images: 'woman' becomes 'girl'). Originals are backed up in DIR/.caption-backup-<time>/."
+        ),
+    )
+    _common(clean)
+    clean.add_argument("--as", dest="kind", choices=["auto", "tags", "caption"], default="auto",
+                       help="rules to use: auto (a line with a comma is tags), tags or caption")
+    _edit_options(clean)
+
+    edit = argparse.ArgumentParser(
+        prog=f"{prog} edit",
+        description="Edit tags in every caption file. Originals are backed up in DIR/.caption-backup-<time>/.",
+    )
+    _common(edit)
+    edit.add_argument("--trigger", help="put this word first in every caption (added, or moved)")
+    edit.add_argument("--remove", help="tags to remove, comma-separated")
+    edit.add_argument("--rename", help="tags to rename: 'old,new;old2,new2' (\\, for a comma in a tag)")
+    _edit_options(edit)
+    return {"view": view, "tag": tag, "caption": caption, "clean": clean, "edit": edit}
+
+
+def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
+    """(command, options); a first word that is not a command is the view's folder."""
+    command = argv[0] if argv and argv[0] in COMMANDS else "view"
+    rest = argv[1:] if argv and argv[0] in COMMANDS else argv
+    return command, build_parsers()[command].parse_args(rest)
+
+
+def run_dataset(console: Console, argv: list[str]) -> int:
+    command, args = parse(argv)
+    return {"view": _view, "tag": _tag, "caption": _caption, "clean": _clean, "edit": _edit}[command](console, args)
+
+
+# ---- output helpers ---------------------------------------------------------------------------------
+
+
+def width_of(console: Console) -> int:
+    return max(40, min(console.width, MAX_WIDTH))
+
+
+def wrap(text: str, width: int, indent: str = "", more: str | None = None) -> list[str]:
+    """Lines of at most `width` columns; a word longer than that (a long path) stays whole."""
+    return textwrap.wrap(
+        text, width, initial_indent=indent, subsequent_indent=indent if more is None else more,
+        break_long_words=False, break_on_hyphens=False,
+    ) or [indent]
+
+
+def say(console: Console, lines: list[str], style: str | None = None) -> None:
+    for line in lines:
+        shown = escape(line) if style is None else f"[{style}]{escape(line)}[/]"
+        console.print(shown, highlight=False, soft_wrap=True)
+
+
+def _names(paths, root: Path) -> str:
+    from engine.prep.folder import shown
+
+    names = [shown(p, root) for p in paths]
+    listed = ", ".join(names[:_LISTED])
+    return listed if len(names) <= _LISTED else f"{listed} and {len(names) - _LISTED} more"
+
+
+def _folder(value: Path) -> Path:
+    return Path(value).expanduser()
+
+
+def _extension(value: str | None, default: str = ".txt") -> str:
+    ext = value or default
+    if not ext.startswith(".") or len(ext) < 2 or "/" in ext or "\\" in ext:
+        raise ConfigError(f"--caption-extension {ext!r}: write it with its dot, like .txt or .caption")
+    return ext
+
+
+class RichItemProgress:
+    """engine.prep.progress.ItemProgress as a rich progress bar."""
+
+    def __init__(self, console: Console, title: str) -> None:
+        self.console = console
+        self.title = title
+        self.progress: Progress | None = None
+        self.task = None
+
+    def started(self, total: int) -> None:
+        self.progress = Progress(
+            TextColumn(f"[bold]{escape(self.title)}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self.title, total=total)
+
+    def advanced(self, item: Path) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+# ---- the view ------------------------------------------------------------------------------------------
+
+
+def view_config(folder: Path | None, config: Path | None, resolution: str | None, extension: str | None):
+    """The TrainConfig the view plans with: the config file's (or the defaults), with DIR, the
+    resolution and the caption extension given on the command line."""
+    from engine.config import CONFIG_VERSION, TrainConfig
+    from engine.config_io import config_from_dict, load_config
+    from wizard.checks import parse_resolution
+
+    if folder is None and config is None:
+        raise ConfigError("dataset: give the dataset folder (dataset DIR), or --config CFG.json")
+    cfg = load_config(config) if config else TrainConfig()
+    data = cfg.model_dump(mode="json")
+    data["version"] = CONFIG_VERSION
+    if folder is not None:
+        data["dataset"]["img_folder"] = str(_folder(folder))
+    if resolution is not None:
+        value = parse_resolution(resolution)  # "768x512" -> ("768", "512"); the model converts the numbers
+        data["dataset"]["resolution"] = list(value) if isinstance(value, tuple) else value
+    if extension is not None:
+        data["dataset"]["caption_extension"] = extension
+    return config_from_dict(data, source=str(config) if config else "dataset options")
+
+
+def _view(console: Console, args) -> int:
+    from engine.prep.view import summarize
+
+    _positive("--top", args.top)
+    cfg = view_config(args.folder, args.config, args.resolution, args.caption_extension)
+    if args.folder is not None:
+        _refuse_concept_folder(_folder(args.folder))
+    say(console, render_summary(summarize(cfg, top=args.top), width_of(console)))
+    return EXIT_OK
+
+
+def _refuse_concept_folder(folder: Path) -> None:
+    """`dataset 10_mychar` (one concept folder instead of its parent) gets the fix, not a riddle."""
+    from engine.dataset import _SUBSET_NAME, IMAGE_EXTENSIONS
+
+    if folder.is_dir() and _SUBSET_NAME.match(folder.name) and not any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir()):
+        if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir()):
+            from engine.errors import DatasetError
+
+            raise DatasetError(
+                f"{folder} is a concept folder (<repeats>_<name>); training and this view take its parent: "
+                f"lora-wizard dataset {folder.parent}"
+            )
+
+
+def _table_row(row: str, name: str, width: int) -> list[str]:
+    """Numbers, then the folder name; a name too long for the line goes whole on the next one."""
+    if len(row) + len(name) <= width:
+        return [row + name]
+    return [row.rstrip(), *wrap(name, width, "    ")]
+
+
+def render_summary(summary, width: int = MAX_WIDTH) -> list[str]:
+    """The view as lines of text (no markup), each at most `width` columns except a long path."""
+    from engine.prep.folder import shown
+    from engine.prep.view import MAX_UPSCALE
+
+    s = summary
+    w, h = s.resolution
+    lines = wrap(f"Dataset {s.root}", width)
+    mode = "bucketing off" if not s.enable_bucket else ("buckets, no upscaling" if s.no_upscale else "buckets")
+    lines += wrap(f"resolution {w}x{h}, {mode}", width, "  ")
+    lines.append("")
+    lines.append(f"  {'repeats':>7}  {'images':>6}  {'x repeats':>9}  {'no caption':>10}  folder")
+    for f in s.folders:
+        missing = "-" if f.is_reg else len(f.missing_captions)
+        row = f"  {f.repeats:>7}  {f.images:>6}  {f.uses:>9}  {missing:>10}  "
+        lines += _table_row(row, f.name, width)
+        if f.is_reg:
+            lines += wrap("(regularisation: uses after balancing)", width, " " * len(row))
+    train = [f for f in s.folders if not f.is_reg]
+    lines.append(f"  {'total':>7}  {sum(f.images for f in train):>6}  {s.num_train_images:>9}  {s.missing_captions:>10}")
+    reg = f", {s.num_reg_images} regularisation" if s.num_reg_images else ""
+    unused = f" ({s.unused_reg_images} regularisation images unused)" if s.unused_reg_images else ""
+    lines += wrap(
+        f"One epoch: {s.num_train_images} images x repeats{reg}, {s.steps_per_epoch} steps at batch size {s.batch_size}{unused}.",
+        width, "  ", "  ",
+    )
+
+    lines.append("")
+    if s.missing_captions:
+        lines += wrap(f"Captions missing: {s.missing_captions} images are captioned with their folder's name.", width)
+        for f in train:
+            if f.missing_captions:
+                lines += wrap(f"{f.name}: {_names(f.missing_captions, f.folder)}", width, "  ", "    ")
+    else:
+        lines += wrap("Captions: every training image has a caption file.", width)
+
+    lines.append("")
+    if s.top_tags:
+        lines += wrap(f"Top tags (how many of the {s.captions_read} training captions hold each; a trigger word is usually first):", width)
+        lines += wrap(", ".join(f"{tag} {count}" for tag, count in s.top_tags), width, "  ", "  ")
+    lines.append("")
+
+    lines += wrap(f"Buckets at {w}x{h} (images x repeats per bucket, regularisation included):", width)
+    most = max(s.bucket_counts.values(), default=1)
+    label_width = max((len(f"{bw}x{bh}") for bw, bh in s.bucket_counts), default=7)
+    count_width = len(str(most))
+    bar_room = max(10, width - (2 + label_width + 2 + count_width + 2))
+    for (bw, bh), count in s.bucket_counts.items():
+        bar = "█" * max(1, round(count / most * bar_room))
+        lines.append(f"  {f'{bw}x{bh}':<{label_width}}  {count:>{count_width}}  {bar}")
+
+    for title, items in (
+        (f"Enlarged to fit their bucket ({len(s.upscaled)}):", s.upscaled),
+        (f"Too small ({len(s.too_small)}): enlarged more than {MAX_UPSCALE:g}x (soft), or below the smallest bucket "
+         "without upscaling; use larger originals or remove them:", s.too_small),
+    ):
+        if not items:
+            continue
+        lines.append("")
+        lines += wrap(title, width)
+        for item in items[:_LISTED * 2]:
+            iw, ih = item.size
+            bw, bh = item.bucket
+            lines += wrap(f"{shown(item.path, s.root)} {iw}x{ih} -> bucket {bw}x{bh} (x{item.scale:.2f})", width, "  ", "    ")
+        if len(items) > _LISTED * 2:
+            lines.append(f"  and {len(items) - _LISTED * 2} more")
+    return lines
+
+
+# ---- tag and caption -----------------------------------------------------------------------------------
+
+
+def _tag(console: Console, args) -> int:
+    from engine.prep.tagger import TaggerOptions, WD14Tagger
+    from engine.prep.tags import parse_replacements, parse_tag_option
+
+    folder = args.tagger or (Path(os.environ[TAGGER_ENV]) if os.environ.get(TAGGER_ENV) else None)
+    if folder is None:
+        raise ConfigError(
+            f"dataset tag: no tagger; give --tagger FOLDER (the folder holding model.onnx and selected_tags.csv) "
+            f"or set {TAGGER_ENV}"
+        )
+    for name in ("general_threshold", "character_threshold"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: a probability threshold is 0 or more")
+    _positive("--batch-size", args.batch_size)
+    options = TaggerOptions(
+        general_threshold=args.general_threshold,
+        character_threshold=args.character_threshold,
+        undesired=tuple(parse_tag_option(args.undesired)),
+        replacements=parse_replacements(args.replace),
+        underscores_to_spaces=not args.keep_underscores,
+        always_first=tuple(parse_tag_option(args.always_first)),
+        trigger=args.trigger,
+        batch_size=args.batch_size,
+    )
+    return label_folder(console, _folder(args.folder), _extension(args.caption_extension), args.overwrite,
+                        lambda: WD14Tagger(_folder(folder), options), "tagging")
+
+
+def _caption(console: Console, args) -> int:
+    from engine.prep.blip import BlipCaptioner, BlipOptions
+
+    for name in ("batch_size", "num_beams", "max_length"):
+        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if not 0 < args.top_p <= 1:
+        raise ConfigError(f"--top-p {args.top_p}: must be above 0 and at most 1")
+    if not 0 <= args.min_length <= args.max_length:
+        raise ConfigError(f"--min-length {args.min_length}: must be between 0 and --max-length ({args.max_length})")
+    options = BlipOptions(
+        beam_search=args.beam_search, num_beams=args.num_beams, top_p=args.top_p, max_length=args.max_length,
+        min_length=args.min_length, seed=args.seed, prompt=args.prompt, prefix=args.prefix, suffix=args.suffix,
+        batch_size=args.batch_size,
+    )
+    return label_folder(console, _folder(args.folder), _extension(args.caption_extension), args.overwrite,
+                        lambda: BlipCaptioner(_folder(args.blip), options), "captioning")
+
+
+def _positive(option: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{option} {value}: must be 1 or more")
+
+
+def label_folder(console: Console, folder: Path, extension: str, overwrite: bool, load, title: str) -> int:
+    """Run a labelling job (tagger or BLIP) with a progress bar; the counts afterwards."""
+    from engine.prep.label import LabelJob
+
+    job = LabelJob.for_folder(folder, extension, overwrite=overwrite)
+    width = width_of(console)
+    had = f"; {len(job.result.skipped)} have a {extension} caption and are kept (--overwrite redoes them)" if job.result.skipped else ""
+    say(console, wrap(f"{len(job.images)} images under {folder}: {len(job.todo)} to do{had}.", width))
+    if not job.todo:
+        return EXIT_OK
+    labeler = load()  # a wrong model folder stops here, before any file is written
+    progress = RichItemProgress(console, title)
+    try:
+        job.run(labeler, progress)
+    except KeyboardInterrupt:
+        progress.close()
+        say(console, wrap(
+            f"Stopped: {job.result.done} caption files written, the others untouched (no file is half-written). "
+            "Run the same command again to do the rest.", width), "yellow")
+        _say_backup(console, job.backup, width)
+        return EXIT_CANCELLED
+    progress.close()
+    return report_labels(console, job, width)
+
+
+def report_labels(console: Console, job, width: int) -> int:
+    r = job.result
+    lines = wrap(f"Wrote {len(r.written)} new caption files ({job.extension}).", width)
+    if r.replaced:
+        lines += wrap(f"Replaced {len(r.replaced)} existing caption files.", width)
+    say(console, lines, "green")
+    _say_backup(console, job.backup, width)
+    if r.failed:
+        say(console, wrap(f"{len(r.failed)} images could not be read and have no caption:", width), "red")
+        for path, why in r.failed:
+            say(console, wrap(f"{path}: {why}", width, "  ", "    "), "red")
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _say_backup(console: Console, backup, width: int) -> None:
+    if backup.folder is not None:
+        say(console, wrap(f"The {len(backup.kept)} original files are in {backup.folder}", width))
+
+
+# ---- clean and edit ------------------------------------------------------------------------------------
+
+
+def _clean(console: Console, args) -> int:
+    from engine.prep.clean import CleanAs
+    from engine.prep.edit import clean_rule
+
+    return edit_folder(console, _folder(args.folder), _extension(args.caption_extension), clean_rule(CleanAs(args.kind)), args.dry_run)
+
+
+def _edit(console: Console, args) -> int:
+    from engine.prep.edit import tag_edit_rule
+    from engine.prep.tags import parse_replacements, parse_tag_option
+
+    if not (args.trigger or args.remove or args.rename):
+        raise ConfigError("dataset edit: say what to change: --trigger WORD, --remove TAGS and/or --rename OLD,NEW")
+    rule = tag_edit_rule(trigger=args.trigger, remove=parse_tag_option(args.remove), rename=parse_replacements(args.rename))
+    return edit_folder(console, _folder(args.folder), _extension(args.caption_extension), rule, args.dry_run)
+
+
+def edit_folder(console: Console, folder: Path, extension: str, rule, dry_run: bool) -> int:
+    from engine.prep.backup import CaptionBackup
+    from engine.prep.edit import EditResult, apply_changes, plan_changes
+
+    width = width_of(console)
+    changes = plan_changes(folder, extension, rule)
+    if not changes:
+        say(console, wrap(f"Nothing to change: no {extension} caption file under {folder} would change.", width))
+        return EXIT_OK
+    if dry_run:
+        show_changes(console, changes, folder, width)
+        say(console, wrap(f"{len(changes)} caption files would change (dry run: nothing was written).", width))
+        return EXIT_OK
+    backup = CaptionBackup(folder)
+    result = EditResult()
+    progress = RichItemProgress(console, "editing")
+    try:
+        apply_changes(changes, backup, progress, result)
+    except KeyboardInterrupt:
+        progress.close()
+        say(console, wrap(f"Stopped: {len(result.changed)} of {len(changes)} caption files changed, the others untouched.", width), "yellow")
+        _say_backup(console, backup, width)
+        return EXIT_CANCELLED
+    progress.close()
+    say(console, wrap(f"Changed {len(result.changed)} caption files.", width), "green")
+    _say_backup(console, backup, width)
+    return EXIT_OK
+
+
+def show_changes(console: Console, changes, folder: Path, width: int) -> None:
+    from engine.prep.folder import shown
+
+    for change in changes:
+        say(console, wrap(shown(change.path, folder), width))
+        say(console, wrap(change.old or "(empty)", width, "  - ", "    "), "red")
+        say(console, wrap(change.new or "(empty)", width, "  + ", "    "), "green")
