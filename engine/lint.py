@@ -75,41 +75,68 @@ def lint_dataset(cfg: TrainConfig, checks: ImageChecks | None = None) -> list[Pr
 
 def lint_folder(root: Path, cfg: TrainConfig, checks: ImageChecks, *, is_reg: bool) -> list[Problem]:
     field_name = "dataset.reg_img_folder" if is_reg else "dataset.img_folder"
+    problems = folder_layout_problems(root, field_name)
+    if root.is_dir():
+        for child in concept_folders(root):
+            problems += lint_subset(child, cfg, checks)
+    return problems
+
+
+def concept_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def folder_layout_problems(root: Path, field_name: str = "dataset.img_folder") -> list[Problem]:
+    """The layout of a dataset folder, without opening an image: cheap enough for the wizard to
+    check as the folder is typed. The most common mistake, a `10_name` folder given instead of its
+    parent, gets the parent as the fix."""
     if not root.is_dir():
-        return [
-            _error(root, f"{field_name} is not a folder", "give the parent of the <repeats>_<name> folders")
-        ]
-    problems: list[Problem] = []
-    children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return [_error(root, f"{field_name} is not a folder", "give the parent of the <repeats>_<name> folders")]
+    children = concept_folders(root)
     loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if loose and not children and is_concept_folder(root):
-        problems.append(
+        return [
             _error(
                 root,
                 f"this is one <repeats>_<name> folder itself (its images: {_names(loose)}), not the folder that holds them",
                 f"give its parent folder, {root.parent}, as {field_name}",
             )
-        )
-    elif loose and not children:
-        problems.append(
+        ]
+    if loose and not children:
+        return [
             _error(
                 root,
                 f"the images are directly in {field_name} ({_names(loose)})",
                 f"move them into a sub-folder named like '10_{root.name}' (10 = repeats per epoch) and keep "
                 f"{root} as {field_name}",
             )
-        )
-    elif loose:
+        ]
+    if not children:
+        return [_error(root, f"empty {field_name}", "it needs sub-folders like '10_mycharacter' with images inside")]
+    problems = []
+    if loose:
         problems.append(
             _warning(root, f"{len(loose)} images lie beside the N_name folders and are not used ({_names(loose)})", "move them into one of the folders")
         )
-    elif not children:
-        problems.append(
-            _error(root, f"empty {field_name}", "it needs sub-folders like '10_mycharacter' with images inside")
-        )
     for child in children:
-        problems += lint_subset(child, cfg, checks)
+        if not is_concept_folder(child):
+            problems.append(
+                _error(
+                    child,
+                    "the folder name must start with the repeat count",
+                    f"rename it like '10_{child.name}' (each image is then used 10 times per epoch)",
+                )
+            )
     return problems
+
+
+def parent_if_concept_folder(folder: Path) -> Path | None:
+    """The folder to give instead, when `folder` is one `10_name` folder of images rather than
+    the folder that holds such folders (the most common mistake in the guides)."""
+    if not folder.is_dir() or not is_concept_folder(folder) or concept_folders(folder):
+        return None
+    has_images = any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
+    return folder.parent if has_images else None
 
 
 def is_concept_folder(folder: Path) -> bool:
@@ -119,16 +146,10 @@ def is_concept_folder(folder: Path) -> bool:
 
 
 def lint_subset(folder: Path, cfg: TrainConfig, checks: ImageChecks) -> list[Problem]:
-    """One `<repeats>_<name>` folder: its name, images and caption files."""
+    """One `<repeats>_<name>` folder: its images and caption files (its name is the layout's check)."""
     match = _SUBSET_NAME.match(folder.name)
     if not match or int(match.group(1)) < 1:
-        return [
-            _error(
-                folder,
-                "the folder name must start with the repeat count",
-                f"rename it like '10_{folder.name}' (each image is then used 10 times per epoch)",
-            )
-        ]
+        return []
     ext = cfg.dataset.caption_extension
     files = sorted(p for p in folder.iterdir() if p.is_file())
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]

@@ -17,7 +17,12 @@ Pure: no torch, no model loading; the filesystem rules only look at paths (`Path
 
 from __future__ import annotations
 
+import ctypes.util
 import importlib.util
+import os
+import re
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -33,8 +38,10 @@ from engine.config import (
     ModelFamily,
     NetworkType,
     NoiseOffsetType,
+    Optimizer,
     TrainConfig,
 )
+from engine.defaults import ADAPTIVE, USUAL_LR, suggested_learning_rate
 from engine.optim import REGISTRY as OPTIMIZERS
 from engine.problems import Level, Problem
 
@@ -65,12 +72,59 @@ class Machine:
 
 @cache
 def this_machine() -> Machine:
-    """This machine, asked once per process (torch is imported for it: training needs it anyway)."""
+    """This machine, as torch sees it; asked once per process (preflight and training import torch
+    anyway)."""
     import torch
 
     cuda = torch.cuda.is_available()
-    installed = frozenset(p for p in OPTIONAL_PACKAGES if importlib.util.find_spec(p) is not None)
-    return Machine(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(), packages=installed)
+    return Machine(cuda=cuda, bf16=cuda and torch.cuda.is_bf16_supported(), packages=installed_packages())
+
+
+@cache
+def this_machine_at_a_glance() -> Machine:
+    """This machine without importing torch, for the wizard's questions (which must stay instant):
+    a CUDA GPU when torch is a CUDA build (its version.py says so) and the NVIDIA driver sees a GPU;
+    bfloat16 when nvidia-smi reports compute capability 8.0 or more. Preflight asks torch itself."""
+    cuda = _torch_is_a_cuda_build() and _nvidia_gpu_present()
+    capability = _compute_capability() if cuda else None
+    return Machine(cuda=cuda, bf16=capability is not None and capability >= 8.0, packages=installed_packages())
+
+
+def installed_packages() -> frozenset[str]:
+    return frozenset(p for p in OPTIONAL_PACKAGES if importlib.util.find_spec(p) is not None)
+
+
+def _torch_is_a_cuda_build() -> bool:
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    version = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    try:
+        found = re.search(r"^cuda\s*(?::[^=]*)?=\s*(.+)$", version.read_text(encoding="utf-8"), re.MULTILINE)
+    except OSError:
+        return False
+    return found is not None and found.group(1).strip() not in ("None", "''", '""')
+
+
+def _nvidia_gpu_present() -> bool:
+    if os.name == "nt":
+        return ctypes.util.find_library("nvcuda") is not None
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
+def _compute_capability() -> float | None:
+    """The lowest compute capability of the GPUs nvidia-smi lists (driver 510 or newer)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        ).stdout
+        values = [float(line) for line in out.split()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return min(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -119,14 +173,7 @@ def _dataset(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
             ds.min_bucket_reso,
         )
     width, height = ds.width_height
-    for side_name, side in (("width", width), ("height", height)):
-        if side % ds.bucket_reso_steps:
-            yield Problem(
-                "dataset.resolution",
-                f"the {side_name} {side} is not a multiple of dataset.bucket_reso_steps ({ds.bucket_reso_steps})",
-                f"use {nearest_multiple(side, ds.bucket_reso_steps)}",
-                ds.resolution,
-            )
+    yield from resolution_problems(ds.resolution, ds.bucket_reso_steps)
     if ds.enable_bucket and not ds.bucket_no_upscale and max(width, height) > ds.max_bucket_reso:
         yield Problem(
             "dataset.max_bucket_reso",
@@ -142,6 +189,19 @@ def _dataset(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
             "use 32 or 64",
             ds.bucket_reso_steps,
         )
+
+
+def resolution_problems(resolution: int | tuple[int, int], steps: int) -> Iterator[Problem]:
+    """Each side of the training resolution is a whole number of bucket steps."""
+    width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
+    for side_name, side in (("width", width), ("height", height)):
+        if side % steps:
+            yield Problem(
+                "dataset.resolution",
+                f"the {side_name} {side} is not a multiple of dataset.bucket_reso_steps ({steps})",
+                f"use {nearest_multiple(side, steps)}",
+                resolution,
+            )
 
 
 def nearest_multiple(value: int, step: int) -> int:
@@ -207,12 +267,32 @@ def _optim(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
                 f"set lr_end below {opt.learning_rate:g} (e.g. {opt.learning_rate / 100:g}) or raise the learning rate",
                 lr_end,
             )
+    yield from learning_rate_problems(opt.optimizer, opt.learning_rate, opt.unet_lr, opt.text_encoder_lr)
     if opt.full_fp16 and opt.full_bf16:
         yield Problem("optim.full_fp16", "optim.full_fp16 and optim.full_bf16 exclude each other", "keep one", True)
     if opt.full_fp16 and opt.mixed_precision != MixedPrecision.FP16:
         yield Problem("optim.full_fp16", "needs optim.mixed_precision=fp16", "set it, or turn full_fp16 off", True)
     if opt.full_bf16 and opt.mixed_precision != MixedPrecision.BF16:
         yield Problem("optim.full_bf16", "needs optim.mixed_precision=bf16", "set it, or turn full_bf16 off", True)
+
+
+def learning_rate_problems(
+    optimizer: Optimizer, learning_rate: float, unet_lr: float | None = None, text_encoder_lr: float | None = None
+) -> Iterator[Problem]:
+    """A learning rate far outside what the optimizer is used with trains, but rarely well: a
+    warning (the wizard asks to confirm it)."""
+    usual = USUAL_LR[optimizer]
+    suggestion = suggested_learning_rate(optimizer)
+    why = " (it sets its own step size)" if optimizer in ADAPTIVE else ""
+    for where, lr in (("optim.learning_rate", learning_rate), ("optim.unet_lr", unet_lr), ("optim.text_encoder_lr", text_encoder_lr)):
+        if lr is not None and lr not in usual:
+            yield Problem(
+                where,
+                f"is far outside the usual range for {optimizer.value}{why}, {usual.low:g} to {usual.high:g}",
+                f"{optimizer.value} usually trains well at about {suggestion:g}",
+                lr,
+                Level.WARNING,
+            )
 
 
 def _training(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:

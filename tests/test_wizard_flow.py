@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
@@ -26,6 +27,7 @@ from rich.console import Console
 from engine.config import ModelFamily, NetworkType, TrainConfig, field_paths
 from engine.config_io import load_config, save_config
 from prompts import load_prompts
+from tests.support.cli import write_dataset
 from wizard import ask, flow
 from wizard.checks import AnswerError
 from wizard.questions import ADVANCED_QUESTIONS, ASK, LOAD_QUESTIONS, QUESTIONS, Draft, Kind, block_values, question_list
@@ -141,9 +143,9 @@ def run_wizard(script: Script, folder: Path, monkeypatch) -> Run:
             inp.send_text(script.keys_for(q.path))
             return real_ask(q, draft, texts, console)
 
-        def scripted_table(cfg, labels):
+        def scripted_table(cfg, labels, *more):
             inp.send_text(DOWN * flow.ACTIONS.index(script.actions.pop(0)) + ENTER)
-            return real_table(cfg, labels)
+            return real_table(cfg, labels, *more)
 
         def scripted_pick(draft, texts):
             inp.send_text(DOWN * [q.path for q in draft.active()].index(script.edits.pop(0)) + ENTER)
@@ -173,6 +175,15 @@ def saved(tmp_path) -> Path:
     return tmp_path / "saved_configs"
 
 
+def wizard_defaults() -> TrainConfig:
+    """What Enter everywhere gives: the config's defaults, with the mixed precision this machine has."""
+    from engine.defaults import suggested_precision
+    from engine.rules import this_machine_at_a_glance
+
+    machine = this_machine_at_a_glance()
+    return TrainConfig.model_validate({"optim": {"mixed_precision": suggested_precision(machine.cuda, machine.bf16)}})
+
+
 def write_safetensors(path: Path, keys: list[str]) -> Path:
     """A valid .safetensors file holding one float32 zero per key (enough for family detection)."""
     header = {key: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i, key in enumerate(keys)}
@@ -189,11 +200,11 @@ def test_enter_everywhere_trains_the_defaults(saved, monkeypatch):
 
     assert run.asked == offered(ALL_DEFAULTS_ORDER)
     assert run.outcome.action == "train"
-    assert run.outcome.configs == [TrainConfig()]
+    assert run.outcome.configs == [wizard_defaults()]
     assert run.outcome.configs[0].model.base_model == "builtin:demo"
     assert run.outcome.configs[0].dataset.img_folder == "builtin:sample"
     [path] = run.outcome.saved
-    assert path.parent == saved and load_config(path) == TrainConfig()
+    assert path.parent == saved and load_config(path) == wizard_defaults()
     assert str(path) in run.output.replace("\n", "")
     assert "base_model" in run.output  # the review table
 
@@ -222,8 +233,7 @@ def test_realistic_model_uses_clip_skip_1(saved, monkeypatch):
 
 
 def test_bad_answers_are_refused_until_fixed(saved, monkeypatch, tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
+    images = write_dataset(tmp_path / "images")
     script = Script(
         {
             "network.dim": typed("abc") + typed("0") + typed("8"),
@@ -241,8 +251,7 @@ def test_bad_answers_are_refused_until_fixed(saved, monkeypatch, tmp_path):
 
 
 def test_gated_values_are_asked_only_after_yes(saved, monkeypatch, tmp_path):
-    reg = tmp_path / "reg"
-    reg.mkdir()
+    reg = write_dataset(tmp_path / "reg", folder="1_person")
     script = Script(
         {
             "ask.reg_images": "y",
@@ -266,11 +275,20 @@ def test_gated_values_are_asked_only_after_yes(saved, monkeypatch, tmp_path):
 
 
 def test_a_rule_between_fields_asks_the_named_question_again(saved, monkeypatch):
-    script = Script({"dataset.resolution": [typed("500"), typed("768x512")]})
+    # LoCon with its conv rank left empty: the rulebook names network.conv_dim, which is asked again
+    script = Script({"network.type": DOWN + ENTER, "network.conv_dim": [CTRL_U + ENTER, typed("8")]})
     run = run_wizard(script, saved, monkeypatch)
 
-    assert "not a multiple of dataset.bucket_reso_steps" in run.output
-    assert run.asked.count("dataset.resolution") == 2
+    assert "network.type=locon needs the rank of the 3x3 convs" in run.output
+    assert run.asked.count("network.conv_dim") == 2
+    assert run.outcome.configs[0].network.conv_dim == 8
+
+
+def test_resolution_is_checked_against_the_bucket_step_at_the_question(saved, monkeypatch):
+    script = Script({"dataset.resolution": typed("500") + typed("768x512")})
+    run = run_wizard(script, saved, monkeypatch)
+
+    assert run.asked.count("dataset.resolution") == 1  # refused as it was typed
     assert run.outcome.configs[0].dataset.resolution == (768, 512)
 
 
@@ -329,14 +347,15 @@ def test_edit_an_answer_then_train(saved, monkeypatch):
 
 
 def test_editing_a_gate_asks_what_it_enables(saved, monkeypatch, tmp_path):
+    reg = write_dataset(tmp_path / "reg", folder="1_person")
     script = Script(
-        {"ask.reg_images": [ENTER, "y"], "dataset.reg_img_folder": typed(str(tmp_path))},
+        {"ask.reg_images": [ENTER, "y"], "dataset.reg_img_folder": typed(str(reg))},
         actions=["edit", "train"],
         edits=["ask.reg_images"],
     )
     run = run_wizard(script, saved, monkeypatch)
 
-    assert run.outcome.configs[0].dataset.reg_img_folder == tmp_path
+    assert run.outcome.configs[0].dataset.reg_img_folder == reg
     assert run.asked[-2:] == ["ask.reg_images", "dataset.reg_img_folder"]
 
 
@@ -594,14 +613,17 @@ ADVANCED_DEFAULTS_ORDER = [
 
 
 def offered_advanced() -> list[str]:
-    return list(ADVANCED_DEFAULTS_ORDER)
+    """full fp16/bf16 are asked only with their mixed precision, which follows the machine."""
+    precision = wizard_defaults().optim.mixed_precision.value
+    halves = {"optim.full_fp16": "fp16", "optim.full_bf16": "bf16"}
+    return [path for path in ADVANCED_DEFAULTS_ORDER if halves.get(path, precision) == precision]
 
 
 def test_advanced_yes_asks_the_groups_in_order_and_shows_defaults(saved, monkeypatch):
     run = run_wizard(Script({"ask.advanced": "y"}), saved, monkeypatch)
 
     assert run.asked == [*offered(ALL_DEFAULTS_ORDER), *offered_advanced()]
-    assert run.outcome.configs == [TrainConfig()]  # Enter everywhere keeps every default
+    assert run.outcome.configs == [wizard_defaults()]  # Enter everywhere keeps every default
     assert "Advanced: dropouts and regularisation" in run.output
     assert "Advanced: performance" in run.output
     assert "Default: -" in run.output and "Default: sdpa" in run.output
@@ -727,3 +749,93 @@ def test_review_shows_processes_and_effective_batch(monkeypatch):
     out = io.StringIO()
     Console(file=out, width=200).print(review_table(cfg, load_prompts()["review"]))
     assert "24 (2 x 3 x 4)" in out.getvalue()
+
+
+# ---- checks at the question and defaults that follow earlier answers (the rulebook's, issue 13) ----
+
+PRODIGY, LION = DOWN * 6 + ENTER, DOWN + ENTER  # from AdamW8bit, the default
+
+
+def test_images_directly_in_the_folder_are_refused_at_the_question(saved, monkeypatch, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.new("RGB", (64, 64)).save(flat / "a.png")
+    good = write_dataset(tmp_path / "good")
+    run = run_wizard(Script({"dataset.img_folder": typed(str(flat)) + typed(str(good))}), saved, monkeypatch)
+
+    assert run.asked.count("dataset.img_folder") == 1  # refused as it was typed, not after the review
+    assert run.outcome.configs[0].dataset.img_folder == str(good)
+
+
+def test_a_concept_folder_given_for_its_parent_is_offered_the_parent(saved, monkeypatch, tmp_path):
+    data = write_dataset(tmp_path / "data", folder="10_mychar")
+    run = run_wizard(Script({"dataset.img_folder": typed(str(data / "10_mychar")) + "y"}), saved, monkeypatch)
+
+    assert run.outcome.configs[0].dataset.img_folder == str(data)
+    assert "10_mychar is one <repeats>_<name> folder itself" in " ".join(run.output.split())
+    assert "10_10_mychar" not in run.output
+
+
+def test_declining_the_parent_asks_the_folder_again(saved, monkeypatch, tmp_path):
+    data = write_dataset(tmp_path / "data", folder="10_mychar")
+    other = write_dataset(tmp_path / "other")
+    script = Script({"dataset.img_folder": typed(str(data / "10_mychar")) + "n" + typed(str(other))})
+    assert run_wizard(script, saved, monkeypatch).outcome.configs[0].dataset.img_folder == str(other)
+
+
+def test_the_reg_folder_is_checked_the_same_way(saved, monkeypatch, tmp_path):
+    reg = write_dataset(tmp_path / "reg", folder="1_person")
+    script = Script({"ask.reg_images": "y", "dataset.reg_img_folder": typed(str(reg / "1_person")) + "y"})
+    assert run_wizard(script, saved, monkeypatch).outcome.configs[0].dataset.reg_img_folder == reg
+
+
+def test_a_learning_rate_far_outside_the_optimizers_range_is_confirmed(saved, monkeypatch):
+    script = Script({"optim.learning_rate": typed("0.5") + "n" + typed("2e-4")})
+    run = run_wizard(script, saved, monkeypatch)
+    assert "is far outside the usual range for AdamW8bit" in " ".join(run.output.split())
+    assert run.outcome.configs[0].optim.learning_rate == 2e-4
+
+
+def test_a_confirmed_learning_rate_is_kept(saved, monkeypatch):
+    kept = run_wizard(Script({"optim.learning_rate": typed("0.05") + "y"}), saved, monkeypatch)
+    assert kept.outcome.configs[0].optim.learning_rate == 0.05  # the user's call, once confirmed
+
+
+def test_prodigy_gets_a_learning_rate_of_one(saved, monkeypatch):
+    run = run_wizard(Script({"optim.optimizer": PRODIGY}), saved, monkeypatch)
+    cfg = run.outcome.configs[0]
+    assert cfg.optim.optimizer == "Prodigy" and cfg.optim.learning_rate == 1.0
+    assert "(for Prodigy)" in run.output  # the review says why it changed
+
+
+def test_lion_gets_a_third_of_adamws_learning_rate(saved, monkeypatch):
+    cfg = run_wizard(Script({"optim.optimizer": LION}), saved, monkeypatch).outcome.configs[0]
+    assert cfg.optim.optimizer == "Lion" and cfg.optim.learning_rate == pytest.approx(1e-4 / 3, rel=1e-2)
+
+
+def test_a_learning_rate_the_user_typed_does_not_follow(saved, monkeypatch):
+    script = Script({"optim.optimizer": [ENTER, PRODIGY], "optim.learning_rate": typed("3e-4")}, actions=["edit", "train"], edits=["optim.optimizer"])
+    cfg = run_wizard(script, saved, monkeypatch).outcome.configs[0]
+    assert cfg.optim.optimizer == "Prodigy" and cfg.optim.learning_rate == 3e-4
+
+
+def test_changing_the_optimizer_at_the_review_brings_its_learning_rate(saved, monkeypatch):
+    script = Script({"optim.optimizer": [ENTER, PRODIGY]}, actions=["edit", "train"], edits=["optim.optimizer"])
+    cfg = run_wizard(script, saved, monkeypatch).outcome.configs[0]
+    assert cfg.optim.optimizer == "Prodigy" and cfg.optim.learning_rate == 1.0
+
+
+def test_an_sdxl_model_gets_1024_pixels_and_buckets_to_match(saved, monkeypatch, tmp_path):
+    model = write_safetensors(tmp_path / "xl.safetensors", ["conditioner.embedders.1.model.ln_final.weight"])
+    run = run_wizard(Script({"model.base_model": typed(str(model))}), saved, monkeypatch)
+    ds = run.outcome.configs[0].dataset
+    assert ds.resolution == 1024 and (ds.min_bucket_reso, ds.max_bucket_reso) == (640, 1920)
+    assert "(for an SDXL model)" in run.output and "(for 1024 px)" in run.output
+
+
+def test_a_loaded_configs_own_values_do_not_follow(saved, monkeypatch, tmp_path):
+    original = TrainConfig.model_validate({"optim": {"optimizer": "Prodigy", "learning_rate": 0.7, "mixed_precision": "bf16"}})
+    path = save_config(original, tmp_path)
+    script = Script({"ask.load_json": "y", "ask.load_path": typed(str(path))})
+    cfg = run_wizard(script, saved, monkeypatch).outcome.configs[0]
+    assert cfg.optim.learning_rate == 0.7  # the file's, not the optimizer's suggestion

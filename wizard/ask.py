@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from engine.config import TrainConfig, section_model
-from engine.problems import render
+from engine.problems import Problem
 from wizard.checks import AnswerError
 from wizard.questions import ASK, Draft, Kind, Question, field_default
 from wizard.review import show_value
@@ -25,10 +25,32 @@ from wizard.review import show_value
 def ask_question(q: Question, draft: Draft, texts: dict[str, Any], console: Console) -> Any:
     """Ask `q` until the answer is valid and return the value for its field (a bool for a gate).
 
+    An answer that is almost surely meant as another value is offered that value (a `10_name`
+    folder: its parent); an answer the rulebook warns about (a learning rate far outside the
+    optimizer's range) is kept only when the user confirms it; otherwise the question comes again.
     Raises KeyboardInterrupt on Ctrl-C (questionary's `unsafe_ask`); the flow decides what then.
     """
-    text = texts["questions"][q.path]
+    ui = texts["ui"]
     show_help(q, draft, texts, console)
+    while True:
+        value = ask_once(q, draft, texts)
+        correction = q.corrects(value) if q.corrects else None
+        if correction is not None:
+            console.print(f"  [yellow]{escape(texts['errors'][correction.reason].format(**correction.fields))}[/]", highlight=False)
+            if not questionary.confirm(ui["use_instead"].format(value=correction.value), default=True).unsafe_ask():
+                continue
+            value = correction.value
+        warning = q.confirm(draft, value) if q.confirm else None
+        if warning is not None:
+            console.print(f"  [yellow]{escape(warning)}[/]", highlight=False)
+            if not questionary.confirm(ui["keep_anyway"], default=False).unsafe_ask():
+                continue
+        return value
+
+
+def ask_once(q: Question, draft: Draft, texts: dict[str, Any]) -> Any:
+    """One prompt for `q`, its answer checked as it is typed."""
+    text = texts["questions"][q.path]
     current = draft.answers[q.path] if q.path in draft.answers else q.proposal(draft)
 
     if q.kind is Kind.CONFIRM:
@@ -117,13 +139,12 @@ def error_text(err: AnswerError, texts: dict[str, Any]) -> str:
     return texts["errors"][err.key].format(**err.fields)
 
 
-def check_draft(data: dict[str, Any]) -> tuple[TrainConfig | None, list[str]]:
-    """The finished config, or the problems that stop it, as the loader words them ('field = value:
-    what is wrong; fix'): the same fields and the same rulebook as a file."""
+def check_draft(data: dict[str, Any]) -> tuple[TrainConfig | None, list[Problem]]:
+    """The finished config, or the problems that stop it: the same field checks and the same
+    rulebook as a file's."""
     from engine.config_io import validated
 
-    cfg, problems = validated(data)
-    return cfg, [render(p) for p in problems]
+    return validated(data)
 
 
 def default_text(value: Any) -> str:

@@ -50,7 +50,25 @@ def check_base_model(value: str) -> None:
 
 def check_dataset(value: str) -> None:
     if value != SAMPLE_DATASET:
-        check_dir(value)
+        check_dataset_folder(value, "dataset.img_folder")
+
+
+def check_reg_folder(value: Any) -> None:
+    check_dataset_folder(value, "dataset.reg_img_folder")
+
+
+def check_dataset_folder(value: Any, field: str) -> None:
+    """The folder's layout, as the dataset lint checks it (no image is opened). A `10_name` folder
+    given for its parent passes here: the question offers the parent (Question.corrects)."""
+    from engine.lint import folder_layout_problems, parent_if_concept_folder
+    from engine.problems import errors, render
+
+    check_dir(value)
+    if parent_if_concept_folder(Path(value)) is not None:
+        return
+    problems = errors(folder_layout_problems(Path(value), field))
+    if problems:
+        raise AnswerError(None, message=render(problems[0]))
 
 
 def check_dir(value: Any) -> None:

@@ -25,6 +25,7 @@ from rich.markup import escape
 from engine.config import TrainConfig
 from engine.errors import ConfigError, LoraWizardError
 from engine.fileio import atomic_write_text, next_free_path
+from engine.problems import Problem, errors, render, warnings
 from prompts import load_prompts
 from wizard import ask
 from wizard.dataset_step import IMAGE_FOLDER, show_dataset
@@ -34,6 +35,7 @@ from wizard.questions import (
     Question,
     block_family,
     block_values,
+    detected_family,
     question_list,
 )
 from wizard.review import block_table, review_table, show_value
@@ -121,7 +123,7 @@ def fill(draft: Draft, console: Console, texts: dict[str, Any]) -> None:
             if q.group and q.group != group:
                 console.print(f"\n[bold]{escape(texts['groups'][q.group])}[/]")
                 group = q.group
-            draft.answers[q.path] = ask.ask_question(q, draft, texts, console)
+            draft.answer(q, ask.ask_question(q, draft, texts, console))
             if q.shows_blocks:
                 show_blocks(draft, console, texts)
             if q.path == IMAGE_FOLDER:
@@ -136,26 +138,52 @@ def show_blocks(draft: Draft, console: Console, texts: dict[str, Any]) -> None:
 
 
 def complete(draft: Draft, console: Console, texts: dict[str, Any]) -> TrainConfig:
-    """Fill the draft, then check the rules between fields; a broken rule is shown and the question
-    it names is asked again."""
+    """Fill the draft, then check it with the rulebook, against this machine and the model's
+    family, and the dataset folders' layout; a broken rule is shown and the question it names is
+    asked again."""
     while True:
         fill(draft, console, texts)
         cfg, problems = ask.check_draft(draft.to_data())
         if cfg is not None:
-            return cfg
+            problems = errors(run_problems(cfg, draft))
+            if not problems:
+                return cfg
         console.print(f"[red]{escape(texts['ui']['problems'])}[/]")
         for problem in problems:
-            console.print(f"[red]  - {escape(problem)}[/]")
+            console.print(f"[red]  - {escape(render(problem))}[/]")
         q = question_named_in(problems, draft.active()) or pick_question(draft, texts)
         if q is not None:
-            draft.answers[q.path] = ask.ask_question(q, draft, texts, console)
+            draft.answer(q, ask.ask_question(q, draft, texts, console))
 
 
-def question_named_in(problems: list[str], questions: list[Question]) -> Question | None:
+def run_problems(cfg: TrainConfig, draft: Draft) -> list[Problem]:
+    """What preflight will say about this config without reading the images: the rulebook with the
+    machine, the model family (from the file's header) and the process count, and the layout of the
+    dataset folders (each problem named by the folder's field, so its question is asked again)."""
+    from engine.distributed import launched_processes
+    from engine.lint import folder_layout_problems
+    from engine.rules import Facts, check, this_machine_at_a_glance
+
+    problems = check(cfg, Facts(this_machine_at_a_glance(), detected_family(draft), launched_processes()))
+    for field_name, folder in (("dataset.img_folder", cfg.dataset.img_folder), ("dataset.reg_img_folder", cfg.dataset.reg_img_folder)):
+        if folder is None or str(folder).startswith("builtin:"):
+            continue
+        for p in folder_layout_problems(Path(folder), field_name):
+            problems.append(Problem(field_name, f"{p.where}: {p.problem}", p.fix, level=p.level))
+    return problems
+
+
+def question_named_in(problems: list[Problem], questions: list[Question]) -> Question | None:
+    """The question of the field a problem is about; else of a field its words name."""
+    by_path = {q.path: q for q in questions}
     for problem in problems:
+        if problem.where in by_path:
+            return by_path[problem.where]
+    for problem in problems:
+        text = render(problem)
         for q in questions:
             # whole dotted names only: "dataset.cache_latents" must not match "..._to_disk"
-            if re.search(rf"(?<![\w.]){re.escape(q.path)}(?![\w])", problem):
+            if re.search(rf"(?<![\w.]){re.escape(q.path)}(?![\w])", text):
                 return q
     return None
 
@@ -166,19 +194,26 @@ def review(
     """Show the config; return the chosen action with the (possibly edited) config."""
     ui = texts["ui"]
     while True:
-        console.print(review_table(cfg, texts["review"]))
+        console.print(review_table(cfg, texts["review"], follows_text(draft, texts)))
+        for problem in warnings(run_problems(cfg, draft)):
+            console.print(f"[yellow]{escape(ui['note'])}[/] {escape(render(problem))}", highlight=False)
         choices = [questionary.Choice(texts["actions"][a], value=a) for a in ACTIONS]
         action = questionary.select(ui["action"], choices=choices).unsafe_ask()
         if action != EDIT:
             return action, cfg
         q = pick_question(draft, texts)
         if q is not None:
-            draft.answers[q.path] = ask.ask_question(q, draft, texts, console)
+            draft.answer(q, ask.ask_question(q, draft, texts, console))
             if q.shows_blocks:
                 show_blocks(draft, console, texts)
             if q.path == IMAGE_FOLDER:
                 show_dataset(draft, console, texts)
             cfg = complete(draft, console, texts)
+
+
+def follows_text(draft: Draft, texts: dict[str, Any]) -> dict[str, str]:
+    """field -> why its value follows an earlier answer ("for Prodigy"), for the review."""
+    return {path: texts["follows"][f.reason].format(**f.fields) for path, f in draft.derived.items()}
 
 
 def pick_question(draft: Draft, texts: dict[str, Any]) -> Question | None:

@@ -43,6 +43,7 @@ from engine.config import (
     TrainOn,
     section_model,
 )
+from engine.defaults import bucket_bounds, suggested_learning_rate, suggested_precision, suggested_resolution
 from engine.errors import ConfigError
 from engine.problems import render
 from wizard.checks import (
@@ -53,6 +54,7 @@ from wizard.checks import (
     check_file,
     check_json_file,
     check_output_folder,
+    check_reg_folder,
     clean_path,
     parse_resolution,
 )
@@ -81,6 +83,8 @@ class Draft:
     base: TrainConfig
     questions: tuple[Question, ...]
     answers: dict[str, Any] = field(default_factory=dict)
+    #: answers (and unasked fields) whose value follows an earlier answer, and why: the review marks them
+    derived: dict[str, Followed] = field(default_factory=dict)
 
     def value(self, path: str) -> Any:
         """The current value: the answer if given, else the base config's value (or, for a gate,
@@ -90,6 +94,21 @@ class Draft:
         if path.startswith(ASK):
             return QUESTIONS_BY_PATH[path].proposal(self)
         return field_value(self.base, path)
+
+    def answer(self, q: Question, value: Any) -> None:
+        """Record an answer; then answers that took a value following earlier answers follow again
+        (an optimizer changed at the review brings its learning rate along)."""
+        self.answers[q.path] = value
+        followed = q.follows(self) if q.follows else None
+        if followed is not None and followed.value == value:
+            self.derived[q.path] = followed
+        else:
+            self.derived.pop(q.path, None)
+        for other in self.questions:
+            if other is not q and other.path in self.derived and other.path in self.answers and other.follows:
+                again = other.follows(self)
+                if again is not None:
+                    self.answers[other.path], self.derived[other.path] = again.value, again
 
     def in_play(self, q: Question) -> bool:
         """Advanced questions count only once the user said yes to "advanced settings?"."""
@@ -109,10 +128,37 @@ class Draft:
                 data[section][name] = field_default(q.path)
             elif q.path in self.answers:
                 data[section][name] = self.answers[q.path]
+        for path, follows in HIDDEN_FOLLOWERS:
+            section, name = path.split(".")
+            followed = follows(self, data) if field_value(self.base, path) == field_default(path) else None
+            if followed is None:
+                self.derived.pop(path, None)
+            else:
+                data[section][name] = followed.value
+                self.derived[path] = followed
         return data
 
 
 Predicate = Callable[[Draft], bool]
+
+
+@dataclass(frozen=True)
+class Followed:
+    """A value that follows earlier answers, with why: `reason` names a line of prompts' [follows]
+    table, formatted with `fields` ("for Prodigy")."""
+
+    value: Any
+    reason: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A typed answer that is almost surely meant as another value: the wizard offers it."""
+
+    value: Any
+    reason: str  # names a line of prompts' [errors] table, formatted with `fields`
+    fields: dict[str, str] = field(default_factory=dict)
 
 
 def always(draft: Draft) -> bool:
@@ -149,8 +195,20 @@ class Question:
     fits: Callable[[Draft, Any], None] | None = None
     #: after the answer, show the per-block values that result (a block list)
     shows_blocks: bool = False
+    #: the value earlier answers call for (an optimizer's learning rate), proposed while the config
+    #: being edited leaves the field at its default
+    follows: Callable[[Draft], Followed | None] | None = None
+    #: an answer that is almost surely a mistake for another value, offered instead (a 10_name folder
+    #: given for its parent)
+    corrects: Callable[[Any], Correction | None] | None = None
+    #: a warning about an accepted answer that the user confirms (a learning rate far off its range)
+    confirm: Callable[[Draft, Any], str | None] | None = None
 
     def proposal(self, draft: Draft) -> Any:
+        if self.follows is not None and field_value(draft.base, self.path) == field_default(self.path):
+            followed = self.follows(draft)
+            if followed is not None:
+                return followed.value
         return self.propose(draft) if self.propose else draft.value(self.path)
 
 
@@ -276,6 +334,80 @@ def clip_skip_if_not_realistic(draft: Draft) -> int:
     return current if current != 1 else 2
 
 
+# ---- values that follow earlier answers -----------------------------------------------------------
+
+
+def learning_rate_for_optimizer(draft: Draft) -> Followed:
+    optimizer = draft.value("optim.optimizer")
+    return Followed(suggested_learning_rate(optimizer), "optimizer", {"optimizer": optimizer.value})
+
+
+def resolution_for_family(draft: Draft) -> Followed | None:
+    family = draft.value("model.family")
+    if family == ModelFamily.AUTO:
+        family = detected_family(draft) or ModelFamily.SD1
+    return Followed(suggested_resolution(family), "family", {"family": family.value.upper()})
+
+
+def precision_for_machine(draft: Draft) -> Followed:
+    from engine.rules import this_machine_at_a_glance
+
+    machine = this_machine_at_a_glance()
+    device = "CUDA" if machine.cuda else "CPU"
+    return Followed(suggested_precision(machine.cuda, machine.bf16), "machine", {"device": device})
+
+
+def bucket_bound(index: int) -> Callable[[Draft, dict[str, Any]], Followed | None]:
+    """min (0) or max (1) bucket side for the resolution the draft trains at."""
+
+    def follows(draft: Draft, data: dict[str, Any]) -> Followed | None:
+        resolution = data["dataset"]["resolution"]
+        try:
+            bounds = bucket_bounds(resolution, int(data["dataset"]["bucket_reso_steps"]))
+        except (TypeError, ValueError):  # a resolution the config refuses: its question says so
+            return None
+        shown = resolution if isinstance(resolution, int) else "x".join(map(str, resolution))
+        return Followed(bounds[index], "resolution", {"resolution": str(shown)})
+
+    return follows
+
+
+#: fields that are not asked but follow answers while the edited config leaves them at their default
+HIDDEN_FOLLOWERS: tuple[tuple[str, Callable[[Draft, dict[str, Any]], Followed | None]], ...] = (
+    ("dataset.min_bucket_reso", bucket_bound(0)),
+    ("dataset.max_bucket_reso", bucket_bound(1)),
+)
+
+
+def resolution_fits_buckets(draft: Draft, value: Any) -> None:
+    from engine.rules import resolution_problems
+
+    problem = next(resolution_problems(value, draft.value("dataset.bucket_reso_steps")), None)
+    if problem is not None:
+        raise AnswerError(None, message=render(problem, with_where=False))
+
+
+def learning_rate_far_off(path: str) -> Callable[[Draft, Any], str | None]:
+    def warning(draft: Draft, value: Any) -> str | None:
+        from engine.rules import learning_rate_problems
+
+        problem = next(learning_rate_problems(draft.value("optim.optimizer"), value), None)
+        return None if problem is None else render(problem, with_where=False)
+
+    return warning
+
+
+def parent_folder_offer(value: Any) -> Correction | None:
+    from engine.lint import parent_if_concept_folder
+
+    if value is None or str(value).startswith("builtin:"):
+        return None
+    parent = parent_if_concept_folder(Path(value))
+    if parent is None:
+        return None
+    return Correction(str(parent), "concept_folder", {"path": str(value), "parent": str(parent)})
+
+
 # ---- the questions --------------------------------------------------------------------------------
 
 #: asked before everything else; a "yes" loads a saved config and switches to the short list
@@ -298,7 +430,7 @@ def any_caption_dropout_in_base(draft: Draft) -> bool:
 Q = Question
 LETS_QUESTIONS: tuple[Question, ...] = (
     Q("model.base_model", Kind.FILE, short=True, parse=clean_path, check=check_base_model),
-    Q("dataset.img_folder", Kind.DIR, short=True, parse=clean_path, check=check_dataset),
+    Q("dataset.img_folder", Kind.DIR, short=True, parse=clean_path, check=check_dataset, corrects=parent_folder_offer),
     Q("saving.output_folder", Kind.DIR, short=True, parse=clean_path, check=check_output_folder),
     Q("model.lowram", Kind.CONFIRM, short=True),
     Q("optim.optimizer", Kind.SELECT, short=True, choices=tuple(Optimizer)),
@@ -308,7 +440,7 @@ LETS_QUESTIONS: tuple[Question, ...] = (
     Q("model.v_parameterization", Kind.CONFIRM, short=True, when=is_sd2),
     Q(f"{ASK}reg_images", Kind.CONFIRM, short=True, propose=is_set_in_base("dataset.reg_img_folder")),
     Q("dataset.reg_img_folder", Kind.DIR, short=True, when=wants("reg_images"), parse=clean_path,
-      check=check_dir),
+      check=check_reg_folder, corrects=parent_folder_offer),
     Q(f"{ASK}resume_lora", Kind.CONFIRM, short=True, propose=is_set_in_base("network.network_weights")),
     Q("network.network_weights", Kind.FILE, short=True, when=wants("resume_lora"), parse=clean_path,
       check=check_file),
@@ -320,10 +452,12 @@ LETS_QUESTIONS: tuple[Question, ...] = (
     Q("network.type", Kind.SELECT, choices=tuple(NetworkType)),
     Q("network.conv_dim", Kind.INT, when=uses_conv_layers, optional=True, propose=base_or("network.conv_dim", 32)),
     Q("network.conv_alpha", Kind.FLOAT, when=has_conv_dim, propose=same_as("network.conv_dim")),
-    Q("dataset.resolution", Kind.TEXT, parse=parse_resolution),
-    Q("optim.learning_rate", Kind.FLOAT),
-    Q("optim.text_encoder_lr", Kind.FLOAT, optional=True),
-    Q("optim.unet_lr", Kind.FLOAT, optional=True),
+    Q("dataset.resolution", Kind.TEXT, parse=parse_resolution, follows=resolution_for_family,
+      fits=resolution_fits_buckets),
+    Q("optim.learning_rate", Kind.FLOAT, follows=learning_rate_for_optimizer,
+      confirm=learning_rate_far_off("optim.learning_rate")),
+    Q("optim.text_encoder_lr", Kind.FLOAT, optional=True, confirm=learning_rate_far_off("optim.text_encoder_lr")),
+    Q("optim.unet_lr", Kind.FLOAT, optional=True, confirm=learning_rate_far_off("optim.unet_lr")),
     Q("optim.lr_scheduler", Kind.SELECT, choices=tuple(LrScheduler)),
     Q("optim.lr_scheduler_num_cycles", Kind.INT, when=uses_restarts),
     Q("optim.lr_scheduler_power", Kind.FLOAT, when=is_polynomial),
@@ -350,7 +484,7 @@ LETS_QUESTIONS: tuple[Question, ...] = (
     Q("training.noise_offset", Kind.FLOAT, short=True, when=wants("noise_offset"),
       propose=base_or("training.noise_offset", 0.1)),
     Q("dataset.bucket_no_upscale", Kind.CONFIRM),
-    Q("optim.mixed_precision", Kind.SELECT, choices=tuple(MixedPrecision)),
+    Q("optim.mixed_precision", Kind.SELECT, choices=tuple(MixedPrecision), follows=precision_for_machine),
     Q("dataset.cache_latents", Kind.CONFIRM),
     Q(f"{ASK}min_snr", Kind.CONFIRM, propose=is_set_in_base("training.min_snr_gamma")),
     Q("training.min_snr_gamma", Kind.FLOAT, when=wants("min_snr"), propose=base_or("training.min_snr_gamma", 5.0)),

@@ -31,29 +31,35 @@ IMPORTANT: frozenset[str] = frozenset(
 )
 
 
-def review_rows(cfg: TrainConfig) -> list[tuple[str, str, Any, Any]]:
-    """(section, field, value, default) for each field worth showing, in declaration order."""
+def review_rows(cfg: TrainConfig, also: set[str] = frozenset()) -> list[tuple[str, str, Any, Any]]:
+    """(section, field, value, default) for each field worth showing, in declaration order: those
+    that differ from the default, the IMPORTANT ones, and `also`."""
     rows = []
     for section in SECTIONS:
         values = getattr(cfg, section)
         for name, info in section_model(section).model_fields.items():
             value = getattr(values, name)
             default = info.get_default(call_default_factory=True)
-            if value != default or f"{section}.{name}" in IMPORTANT:
+            if value != default or f"{section}.{name}" in IMPORTANT or f"{section}.{name}" in also:
                 rows.append((section, name, value, default))
     return rows
 
 
-def review_table(cfg: TrainConfig, labels: dict[str, str]) -> Table:
-    """A rich table of `review_rows`; changed values in bold."""
+def review_table(cfg: TrainConfig, labels: dict[str, str], follows: dict[str, str] | None = None) -> Table:
+    """A rich table of `review_rows`; changed values in bold. `follows` marks the values that
+    follow an earlier answer (field -> why, e.g. "for Prodigy"), which are shown whatever they are."""
+    follows = follows or {}
     table = Table(title=labels["title"], title_justify="left")
     for key in ("section", "field", "value", "default"):
         table.add_column(labels[key], style="dim" if key in ("section", "default") else None)
-    rows = review_rows(cfg)
+    rows = review_rows(cfg, set(follows))
     for i, (section, name, value, default) in enumerate(rows):
         first = i == 0 or rows[i - 1][0] != section
         last = i == len(rows) - 1 or rows[i + 1][0] != section
         shown = escape(show_value(value, labels))
+        why = follows.get(f"{section}.{name}")
+        if why and value != default:
+            shown += f" [dim]({escape(why)})[/]"
         table.add_row(
             section if first else "",
             name,
