@@ -7,89 +7,51 @@ user a message with the install command, not a failed night.
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
-from collections.abc import Callable
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 from engine.config import Optimizer
 from engine.errors import ConfigError, MissingPackageError
+from engine.problems import Problem
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
+    class_path: str  # "module:Class" of the optimizer
     package: str | None  # import name of the package it needs (None: torch itself)
     pip_name: str | None
-    build: Callable[[list[dict], dict[str, Any]], Any]
     defaults: dict[str, Any]
 
 
-def _adamw(groups, kw):
-    import torch
-
-    return torch.optim.AdamW(groups, **kw)
-
-
-def _bnb(class_name: str):
-    def build(groups, kw):
-        import bitsandbytes as bnb
-
-        return getattr(bnb.optim, class_name)(groups, **kw)
-
-    return build
-
-
-def _lion(groups, kw):
-    from lion_pytorch import Lion
-
-    return Lion(groups, **kw)
-
-
-def _sgd(groups, kw):
-    import torch
-
-    return torch.optim.SGD(groups, **kw)
-
-
-def _dadapt_adam(groups, kw):
-    from dadaptation import DAdaptAdam
-
-    return DAdaptAdam(groups, **kw)
-
-
-def _prodigy(groups, kw):
-    from prodigyopt import Prodigy
-
-    return Prodigy(groups, **kw)
-
-
-def _adafactor(groups, kw):
-    from transformers.optimization import Adafactor
-
-    return Adafactor(groups, **kw)
-
-
 REGISTRY: dict[Optimizer, OptimizerSpec] = {
-    Optimizer.ADAMW: OptimizerSpec(None, None, _adamw, {}),
-    Optimizer.ADAMW8BIT: OptimizerSpec("bitsandbytes", "bitsandbytes", _bnb("AdamW8bit"), {}),
-    Optimizer.LION: OptimizerSpec("lion_pytorch", "lion-pytorch", _lion, {}),
-    Optimizer.LION8BIT: OptimizerSpec("bitsandbytes", "bitsandbytes", _bnb("Lion8bit"), {}),
+    Optimizer.ADAMW: OptimizerSpec("torch.optim:AdamW", None, None, {}),
+    Optimizer.ADAMW8BIT: OptimizerSpec("bitsandbytes.optim:AdamW8bit", "bitsandbytes", "bitsandbytes", {}),
+    Optimizer.LION: OptimizerSpec("lion_pytorch:Lion", "lion_pytorch", "lion-pytorch", {}),
+    Optimizer.LION8BIT: OptimizerSpec("bitsandbytes.optim:Lion8bit", "bitsandbytes", "bitsandbytes", {}),
     # sd-scripts' SGDNesterov: momentum 0.9 unless given, Nesterov on
-    Optimizer.SGD_NESTEROV: OptimizerSpec(None, None, _sgd, {"momentum": 0.9, "nesterov": True}),
+    Optimizer.SGD_NESTEROV: OptimizerSpec("torch.optim:SGD", None, None, {"momentum": 0.9, "nesterov": True}),
     Optimizer.SGD_NESTEROV8BIT: OptimizerSpec(
-        "bitsandbytes", "bitsandbytes", _bnb("SGD8bit"), {"momentum": 0.9, "nesterov": True}
+        "bitsandbytes.optim:SGD8bit", "bitsandbytes", "bitsandbytes", {"momentum": 0.9, "nesterov": True}
     ),
-    Optimizer.DADAPT_ADAM: OptimizerSpec("dadaptation", "dadaptation", _dadapt_adam, {}),
-    Optimizer.PRODIGY: OptimizerSpec("prodigyopt", "prodigyopt", _prodigy, {}),
+    Optimizer.DADAPT_ADAM: OptimizerSpec("dadaptation:DAdaptAdam", "dadaptation", "dadaptation", {}),
+    Optimizer.PRODIGY: OptimizerSpec("prodigyopt:Prodigy", "prodigyopt", "prodigyopt", {}),
     # A fixed learning rate driven by our scheduler: Adafactor's own relative step would ignore the
     # learning rate and scheduler the user chose. Set relative_step=True in optimizer_args to get it.
     Optimizer.ADAFACTOR: OptimizerSpec(
+        "transformers.optimization:Adafactor",
         "transformers",
         "transformers",
-        _adafactor,
         {"relative_step": False, "scale_parameter": False, "warmup_init": False},
     ),
 }
+
+
+def optimizer_class(name: Optimizer) -> type:
+    module, _, attr = REGISTRY[name].class_path.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def check_available(name: Optimizer) -> None:
@@ -131,9 +93,37 @@ def build_optimizer(name: Optimizer, param_groups: list[dict], raw_args: dict[st
     check_available(name)
     kwargs = {"lr": lr, **optimizer_kwargs(name, raw_args)}
     try:
-        return REGISTRY[name].build(param_groups, kwargs)
-    except TypeError as exc:  # an argument the optimizer does not take
+        return optimizer_class(name)(param_groups, **kwargs)
+    except TypeError as exc:  # an argument the optimizer does not take (preflight names them first)
         raise ConfigError(f"optim.optimizer_args {kwargs} do not fit {name.value}: {exc}") from None
+
+
+def argument_problems(name: Optimizer, raw_args: dict[str, Any]) -> list[Problem]:
+    """optim.optimizer_args that the optimizer would refuse: values that are not numbers, lists or
+    true/false, and names its constructor does not take. Imports the optimizer's package, so it
+    runs in preflight, once the package is known to be there."""
+    try:
+        parsed = parse_optimizer_args(raw_args)
+    except ConfigError as err:
+        return [Problem("", str(err))]
+    try:
+        signature = inspect.signature(optimizer_class(name))
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return []  # a missing package is the rulebook's problem; an opaque signature is checked at build
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    takes = [n for n, p in params.items() if n not in ("self", "params") and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    return [
+        Problem(
+            f"optim.optimizer_args.{key}",
+            f"{name.value} takes no argument named {key!r}",
+            f"remove it; {name.value} takes {', '.join(takes)}",
+            value,
+        )
+        for key, value in parsed.items()
+        if key not in params
+    ]
 
 
 def describe_optimizer(optimizer: Any, name: Optimizer, raw_args: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine import rules
 from engine.config import ModelFamily, NetworkType, SavePrecision, TrainConfig
-from engine.errors import LoraWizardError, problems_message
+from engine.errors import ConfigError, LoraWizardError, problems_message
 from engine.lint import ImageChecks, lint_dataset
 from engine.models.inspect import inspect_base_model
 from engine.plan import RunPlan, make_plan
@@ -48,7 +48,7 @@ def preflight(
     if not problems:
         problems = disk_problems(planned)
     if problems:
-        raise LoraWizardError(problems_message("nothing was trained, fix these first", problems))
+        raise ConfigError(problems_message("nothing was trained, fix these first", problems))
     return planned
 
 
@@ -102,8 +102,60 @@ def _verdict(
 ) -> tuple[ModelFamily | None, list[Problem]]:
     inspection = inspect_base_model(cfg)
     facts = rules.Facts(machine, inspection.family, num_processes)
-    problems = [*inspection.problems, *rules.check(cfg, facts), *lint_dataset(cfg, checks or ImageChecks())]
+    problems = [*inspection.problems, *rules.check(cfg, facts)]
+    if not any(p.where in INPUT_FIELDS and p.level == Level.ERROR for p in problems):
+        problems += input_file_problems(cfg, num_processes)
+    problems += lint_dataset(cfg, checks or ImageChecks())
     return inspection.family, problems
+
+
+#: fields naming files that preflight reads (beyond the base model and the dataset)
+INPUT_FIELDS = ("sampling.sample_prompts", "saving.resume", "network.network_weights", "model.vae", "optim.optimizer")
+
+
+def input_file_problems(cfg: TrainConfig, num_processes: int) -> list[Problem]:
+    """What the files a run reads at its start hold, read now instead of after the model loaded:
+    the sample prompts (every line parsed), the state to resume (its seed and process count), the
+    LoRA to start from and the VAE (their tensor names), and the optimizer's arguments."""
+    from engine.optim import argument_problems
+    from engine.sampling import parse_prompt_file
+    from engine.train_state import check_compatible, read_position
+
+    problems: list[Problem] = []
+    if cfg.sampling.sample_prompts is not None:
+        try:
+            parse_prompt_file(cfg.sampling.sample_prompts)
+        except LoraWizardError as err:
+            problems.append(Problem("", str(err)))
+    if cfg.saving.resume is not None:
+        try:
+            position = read_position(cfg.saving.resume)
+            check_compatible(position, seed=cfg.training.seed, num_processes=num_processes, folder=cfg.saving.resume)
+        except LoraWizardError as err:
+            problems.append(Problem("", str(err)))
+    problems += weights_file_problems("network.network_weights", cfg.network.network_weights, LORA_MARKERS, "a LoRA/LyCORIS file")
+    problems += weights_file_problems("model.vae", cfg.model.vae, VAE_MARKERS, "a VAE")
+    problems += argument_problems(cfg.optim.optimizer, cfg.optim.optimizer_args)
+    return problems
+
+
+LORA_MARKERS = (".lora_down.", ".hada_w1_a", ".lokr_w1", ".lora_up.")
+VAE_MARKERS = ("encoder.", "decoder.", "first_stage_model.")
+
+
+def weights_file_problems(field: str, path: Path | None, markers: tuple[str, ...], what: str) -> list[Problem]:
+    """A .safetensors file named for `field` holds what it should (its header's tensor names)."""
+    from engine.models.checkpoint_file import safetensors_keys
+
+    if path is None or Path(path).suffix.lower() != ".safetensors" or not Path(path).is_file():
+        return []
+    try:
+        keys = safetensors_keys(Path(path))
+    except LoraWizardError as err:
+        return [Problem(field, str(err), value=str(path))]
+    if any(marker in key or key.startswith(marker) for key in keys for marker in markers):
+        return []
+    return [Problem(field, f"is not {what} (none of its {len(keys)} tensors is named like one)", "check the path", str(path))]
 
 
 @dataclass(frozen=True)

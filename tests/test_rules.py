@@ -227,3 +227,32 @@ def test_family_warnings_are_not_errors():
     (note,) = lines(cfg, Facts(CPU, ModelFamily.SD2), Level.WARNING)
     assert note.startswith("model.clip_skip = 2: is ignored for SD2")
     assert lines(cfg, Facts(CPU, ModelFamily.SD2)) == []
+
+
+# ---- files the run reads at its start: read by preflight ---------------------------------------
+
+
+def test_a_prompt_file_with_a_bad_line(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat --n dog\na dog --q 3\n", encoding="utf-8")
+    path = config_file(tmp_path, sampling={"sample_prompts": str(prompts), "sample_every_n_epochs": 1})
+    refused(capsys, path, "line 2", "unknown option --q")
+
+
+def test_optimizer_arguments_the_optimizer_does_not_take(tmp_path, capsys):
+    path = config_file(tmp_path, optim={"optimizer": "AdamW", "optimizer_args": {"weight_decay": 0.1, "decoupled": "True"}})
+    refused(capsys, path, 'optim.optimizer_args.decoupled = true: AdamW takes no argument named', "weight_decay")
+    path = config_file(tmp_path, optim={"optimizer": "AdamW", "optimizer_args": {"betas": "(0.9, oops)"}})
+    refused(capsys, path, "optim.optimizer_args.betas")
+
+
+def test_a_base_model_given_as_the_lora_to_start_from(tmp_path, capsys):
+    model = write_checkpoint(tmp_path / "model.safetensors", SD1_MARKER)
+    path = config_file(tmp_path, network={"network_weights": str(model)})
+    refused(capsys, path, "network.network_weights", "is not a LoRA/LyCORIS file")
+
+
+def test_a_lora_given_as_the_vae(tmp_path, capsys):
+    lora = write_checkpoint(tmp_path / "style.safetensors", {"lora_unet_x.lora_down.weight": (4, 8)})
+    path = config_file(tmp_path, model={"vae": str(lora)})
+    refused(capsys, path, "model.vae", "is not a VAE")

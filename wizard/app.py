@@ -102,7 +102,11 @@ def _collect_runs(args) -> list[tuple[str, object]]:
     from engine.errors import ConfigError, problems_message
 
     if args.command == "demo":
-        cfg = TrainConfig()
+        from engine.defaults import suggested_precision
+        from engine.rules import this_machine
+
+        machine = this_machine()  # the wizard's Enter-everywhere config: its precision fits the machine
+        cfg = TrainConfig.model_validate({"optim": {"mixed_precision": suggested_precision(machine.cuda, machine.bf16)}})
         if args.output:
             cfg.saving.output_folder = args.output
         return [("demo", cfg)]
