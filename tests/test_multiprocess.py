@@ -115,9 +115,8 @@ def test_resuming_a_two_process_state_with_one_process_is_refused(two_process_ru
     tmp, _ = two_process_run
     state = tmp / "two" / "run1" / "last-step00000002-state"
     cfg = TrainConfig.model_validate(json.loads(write_config(tmp_path, "one", saving__resume=str(state)).read_text()))
-    (planned,) = preflight([("one", cfg)])
-    with pytest.raises(ConfigError, match="2-process run"):
-        run_one(planned, SilentReporter())
+    with pytest.raises(ConfigError, match="2-process run"):  # refused by preflight, before any run
+        preflight([("one", cfg)])
 
 
 def test_a_fault_on_one_process_ends_the_run_with_its_message(tmp_path):

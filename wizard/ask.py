@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from engine.config import TrainConfig, section_model
-from engine.problems import Problem
+from engine.problems import Problem, render
 from wizard.checks import AnswerError
 from wizard.questions import ASK, Draft, Kind, Question, field_default
 from wizard.review import show_value
@@ -125,12 +125,11 @@ def validate_field(path: str, raw: Any) -> Any:
     try:
         model.__pydantic_validator__.validate_assignment(holder, name, raw)
     except ValidationError as err:
-        raise AnswerError(None, message=pydantic_message(err.errors()[0])) from err
+        from engine.config_io import field_problem
+
+        problem = field_problem(path, raw, [dict(e) for e in err.errors()])
+        raise AnswerError(None, message=render(problem, with_where=False)) from err
     return getattr(holder, name)
-
-
-def pydantic_message(error: Any) -> str:
-    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def error_text(err: AnswerError, texts: dict[str, Any]) -> str:
