@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from engine.config import ModelFamily
+from engine.config.schema import ModelFamily
 from engine.models.loading import CONFIG_ROOT, TEXT_ENCODERS
 
 #: bump when the folder layout or the way weights are drawn changes: old folders are not reused

@@ -95,10 +95,10 @@ class NoticeReporter:
 
 
 class TrainingSteps:
-    """engine/train.py's loop body (loss, backward, clip, optimizer and schedule steps, zero_grad,
+    """engine/run/train.py's loop body (loss, backward, clip, optimizer and schedule steps, zero_grad,
     a loss read every LOSS_READ_EVERY steps, the per-step log and report calls) over the session's
     own plan batches, epoch after epoch. Saving, sampling and the stop flag are left out: they are
-    not part of a step. The step itself is engine.train.training_step, the loop's own."""
+    not part of a step. The step itself is engine.run.train.training_step, the loop's own."""
 
     def __init__(self, session) -> None:
         self.session = session
@@ -109,7 +109,7 @@ class TrainingSteps:
         self.last_loss: float | None = None
 
     def _batches(self):
-        from engine.plan import epoch_batches
+        from engine.data.plan import epoch_batches
 
         cfg, epoch = self.session.cfg, 0
         while True:
@@ -118,10 +118,8 @@ class TrainingSteps:
                 yield epoch, index, batch
 
     def __call__(self) -> None:
-        from engine.tracking import learning_rates
-        from engine.train import LOSS_READ_EVERY
-
-        from engine.train import training_step
+        from engine.run.tracking import learning_rates
+        from engine.run.train import LOSS_READ_EVERY, training_step
 
         session, (epoch, index, batch) = self.session, next(self.batches)
         loss, _ = training_step(session, batch, epoch, index)
@@ -162,7 +160,7 @@ class RowResult:
 def measure_row(cfg, batch: int, counts: LoopCounts, peak: MatmulPeak, device: torch.device) -> RowResult:
     """Set up a session for `cfg`, then time its training steps. An out-of-memory row is a
     result ("does not fit"), reported in the table; any other failure stops the benchmark."""
-    from engine.setup import prepare_session
+    from engine.run.setup import prepare_session
 
     clock, reporter, result = clock_for(device), NoticeReporter(), RowResult()
     free_memory(device)
@@ -234,11 +232,11 @@ class CachingResult:
 
 
 def measure_latent_caching(cfg, device: torch.device) -> CachingResult:
-    """engine.setup.cache_all_latents over cfg's dataset with the model's VAE, as setup runs it:
+    """engine.run.setup.cache_all_latents over cfg's dataset with the model's VAE, as setup runs it:
     images read, resized and encoded in fp32 one VAE batch at a time."""
+    from engine.data.plan import make_plan
     from engine.models.loading import load_base_model
-    from engine.plan import make_plan
-    from engine.setup import cache_all_latents
+    from engine.run.setup import cache_all_latents
 
     clock = clock_for(device)
     plan = make_plan(cfg)

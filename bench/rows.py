@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import TrainConfig, TrainOn
+from engine.config.schema import TrainConfig, TrainOn
 
 
 @dataclass(frozen=True, slots=True)

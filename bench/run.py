@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.rows import DEFAULT_ROWS, MODELS, SHARED_SETTINGS, SMOKE_ROWS, RowSpec, make_config, select_rows
-from engine.config import TrainOn
+from engine.config.schema import TrainOn
 
 BENCH_DIR = Path(__file__).resolve().parent
 NEEDS_CUDA = (
@@ -90,10 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         # the smoke run proves the harness, its CPU numbers are not for comparison
         torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # one line per row, not a bar per file
-    from engine.errors import LoraWizardError
-    from engine.setup import quiet_heavy_imports
-
     from bench.assets import BenchError
+    from engine.errors import LoraWizardError
+    from engine.run.setup import quiet_heavy_imports
 
     quiet_heavy_imports()
     try:
@@ -195,7 +194,7 @@ class ModelFolders:
     """The base_model each row names: builtin:demo, or the cached random-weight folder."""
 
     def __init__(self, cache: Path | None, device: torch.device, say: Callable[[str], None]) -> None:
-        from engine.sample_data import cache_root
+        from engine.data.sample_data import cache_root
 
         self.cache = cache or cache_root() / "bench-models"
         self.device = device

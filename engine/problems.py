@@ -1,7 +1,7 @@
 """A problem found in a user's input, and the one way it becomes a line of text.
 
-Config rules (engine/rules.py), the loader's field checks (engine/config_io.py), the dataset lint
-(engine/lint.py) and the model checks (engine/models/inspect.py) all report `Problem`s, so the
+Config rules (engine/config/rules.py), the loader's field checks (engine/config/io.py), the dataset lint
+(engine/data/lint.py) and the model checks (engine/models/inspect.py) all report `Problem`s, so the
 loader, preflight and the wizard show them alike: the field or file, the value as written, what is
 wrong, and what to do.
 """

@@ -13,7 +13,7 @@ import torch
 
 from bench.report import COLUMNS, default_json_path, format_table
 from bench.rows import DEFAULT_ROWS, select_rows
-from engine.config import TrainOn
+from engine.config.schema import TrainOn
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED = ("samples_per_s", "step_ms", "flops_per_sample", "mfu", "first_step_s", "setup_s")

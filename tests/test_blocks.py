@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
-from engine.config import ModelFamily, NetworkConfig
+from engine.config.schema import ModelFamily, NetworkConfig
 from engine.errors import ConfigError
 from engine.models.components import BaseComponents
 from engine.models.tiny import build_tiny

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from engine.buckets import (
+from engine.data.buckets import (
     BucketChoice,
     BucketChooser,
     Placement,

@@ -12,7 +12,7 @@ import random
 import pytest
 import torch
 
-from engine.captions import (
+from engine.data.captions import (
     chunk_token_ids,
     count_tags,
     merge_chunk_states,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.config import TrainConfig
-from engine.config_io import save_config
+from engine.config.io import save_config
+from engine.config.schema import TrainConfig
 from tests.support.cli import config_file, run_cli, write_dataset
 from wizard.app import EXIT_BAD_INPUT, EXIT_OK, main
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import CONFIG_VERSION, DEMO_MODEL, SAMPLE_DATASET, TrainConfig
-from engine.config_io import (
+from engine.config.io import (
     DEFAULT_SKIP,
     MIGRATIONS,
     config_from_dict,
@@ -23,6 +22,7 @@ from engine.config_io import (
     save_config,
     skip_paths_for,
 )
+from engine.config.schema import CONFIG_VERSION, DEMO_MODEL, SAMPLE_DATASET, TrainConfig
 from engine.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -386,7 +386,7 @@ def test_the_examples_that_ship():
 
 
 def test_no_torch_import():
-    code = "import sys, engine.config_io; assert 'torch' not in sys.modules, 'torch was imported'"
+    code = "import sys, engine.config.io; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

@@ -20,15 +20,14 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from engine.models import ldm_layout
-
-from engine import setup, step, text_cache
-from engine.config import ModelFamily, TrainConfig
+from engine.config.schema import ModelFamily, TrainConfig
 from engine.events import SilentReporter
-from engine.models import loading
+from engine.models import ldm_layout, loading
 from engine.models.tiny import build_tiny
-from engine.preflight import preflight
-from engine.runner import run_one
+from engine.queue.preflight import preflight
+from engine.queue.runner import run_one
+from engine.run import setup, step
+from engine.text import cache as text_cache
 
 SD2, SDXL = ModelFamily.SD2, ModelFamily.SDXL
 SEED = 7  # the tiny models' weights
@@ -345,9 +344,9 @@ def test_sdxl_time_ids_reach_the_unet(sdxl):
 
 
 def test_sdxl_time_ids_of_non_square_images():
-    from engine.buckets import Placement
-    from engine.dataset import ImageRecord
-    from engine.plan import Sample, TrainItem
+    from engine.data.buckets import Placement
+    from engine.data.dataset import ImageRecord
+    from engine.data.plan import Sample, TrainItem
 
     def sample(w, h, bucket, flip):
         record = ImageRecord(Path(f"{w}x{h}.png"), None, "x", "1_x", 1, False, w, h)
@@ -433,7 +432,7 @@ def image(pipe) -> torch.Tensor:
 def assert_matches_our_network(run: Run, pipe, family: ModelFamily) -> None:
     """diffusers' kohya loader gives the same U-Net and text encoders as our own network with the
     file loaded: every module of the file was read, with our scale."""
-    from engine.network import create_network
+    from engine.network.inject import create_network
 
     ours = build_tiny(family, seed=SEED)
     network = create_network(ours, run.cfg.network, train_unet=True, train_text_encoder=True)
@@ -519,8 +518,8 @@ class _CpuAccelerator:
 
 
 def test_cache_holds_each_caption_as_a_step_would_encode_it(dataset):
-    from engine.plan import make_plan
-    from engine.setup import read_captions
+    from engine.data.plan import make_plan
+    from engine.run.setup import read_captions
 
     model = build_tiny(SDXL, seed=SEED)
     reporter = SilentReporter()
@@ -542,7 +541,7 @@ def test_cache_holds_each_caption_as_a_step_would_encode_it(dataset):
 
 
 def test_varying_captions_are_not_cached_and_say_why(dataset):
-    from engine.plan import make_plan
+    from engine.data.plan import make_plan
 
     reporter = SilentReporter()
     cfg = cfg_with(img_folder=str(dataset), resolution=128, min_bucket_reso=64, max_bucket_reso=256, shuffle_caption=True)

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import field_paths
-from engine.errors import ConfigError
-from engine.flat_import import (
+from engine.config.flat_import import (
     FLAT_KEYS,
     IGNORED_KEYS,
     SESSION_KEYS,
@@ -19,6 +17,8 @@ from engine.flat_import import (
     flat_to_nested,
     is_flat_config,
 )
+from engine.config.schema import field_paths
+from engine.errors import ConfigError
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import TrainConfig
+from engine.config.schema import TrainConfig
 from engine.errors import LoraWizardError
 from engine.events import SilentReporter
-from engine.preflight import preflight
-from engine.runner import run_one
+from engine.queue.preflight import preflight
+from engine.queue.runner import run_one
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -11,15 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.buckets import Placement
-from engine.config import ModelFamily
-from engine.latent_disk_cache import (
+from engine.config.schema import ModelFamily
+from engine.data.buckets import Placement
+from engine.data.latent_disk_cache import (
     LatentDiskCache,
     LatentRequest,
     cache_path,
     vae_fingerprint,
 )
-from engine.latents import encode_images, load_image
+from engine.data.latents import encode_images, load_image
 from engine.models.tiny import build_tiny
 
 PLACE = Placement(bucket=(64, 48), resized=(64, 48), crop_left=0, crop_top=0)

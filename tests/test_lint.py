@@ -6,9 +6,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine import lint
-from engine.config import TrainConfig
-from engine.lint import ImageChecks, lint_dataset
+from engine.config.schema import TrainConfig
+from engine.data import lint
+from engine.data.lint import ImageChecks, lint_dataset
 from engine.problems import Level
 
 

@@ -14,10 +14,8 @@ import math
 import pytest
 import torch
 
-from tests.support.numeric import float32_close
-
-from engine.config import HuberSchedule, LossType
-from engine.losses import (
+from engine.config.schema import HuberSchedule, LossType
+from engine.run.losses import (
     add_v_pred_like_loss,
     batch_loss_value,
     compute_snr,
@@ -28,7 +26,8 @@ from engine.losses import (
     v_prediction_scale,
     weighted_loss,
 )
-from engine.noise import ddpm_alphas_cumprod
+from engine.run.noise import ddpm_alphas_cumprod
+from tests.support.numeric import float32_close
 
 ACP = ddpm_alphas_cumprod()
 SNR = compute_snr(ACP)

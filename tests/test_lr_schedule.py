@@ -12,8 +12,8 @@ import pytest
 import torch
 from diffusers.optimization import get_scheduler as diffusers_get_scheduler
 
-from engine.config import LrScheduler
-from engine.lr_schedule import (
+from engine.config.schema import LrScheduler
+from engine.run.lr_schedule import (
     SCHEDULES,
     Schedule,
     lr_multiplier,
@@ -155,8 +155,8 @@ def test_schedule_is_a_plain_callable():
 def test_polynomial_lr_end_from_scheduler_args():
     import torch
 
-    from engine.config import TrainConfig
-    from engine.rules import check
+    from engine.config.rules import check
+    from engine.config.schema import TrainConfig
 
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1e-3)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.config import ModelFamily, NetworkConfig
+from engine.config.schema import ModelFamily, NetworkConfig
 from engine.errors import ConfigError, MissingPackageError, ModelError
 from engine.models.tiny import build_tiny
 from engine.network import lycoris_adapter
@@ -48,8 +48,8 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 
 def test_refusals_and_network_args():
-    from engine.config import TrainConfig
-    from engine.rules import check
+    from engine.config.rules import check
+    from engine.config.schema import TrainConfig
 
     problems = [str(p) for p in check(TrainConfig(network=cfg("loha", dropout=0.1)))]
     assert any("network.dropout = 0.1: is not available for network.type=loha" in p for p in problems)

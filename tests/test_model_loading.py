@@ -19,10 +19,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.models import ldm_layout
-
-from engine.config import ModelFamily
+from engine.config.schema import ModelFamily
 from engine.errors import ModelError
+from engine.models import ldm_layout
 from engine.models.checkpoint_file import checkpoint_keys
 from engine.models.detect import describe_family, detect, detect_family
 from engine.models.loading import CONFIG_ROOT, load_base_model, shipped_config_dir

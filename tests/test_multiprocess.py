@@ -18,11 +18,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.config import TrainConfig
+from engine.config.schema import TrainConfig
 from engine.errors import ConfigError
 from engine.events import SilentReporter
-from engine.preflight import preflight
-from engine.runner import run_one
+from engine.queue.preflight import preflight
+from engine.queue.runner import run_one
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -128,7 +128,7 @@ def test_a_fault_on_one_process_ends_the_run_with_its_message(tmp_path):
 
 
 def test_processes_that_are_not_connected_are_refused(monkeypatch):
-    from engine.setup import check_launch
+    from engine.run.setup import check_launch
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="not connected"):

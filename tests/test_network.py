@@ -13,17 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import ModelFamily, NetworkConfig
+from engine.config.schema import ModelFamily, NetworkConfig
 from engine.errors import ConfigError, ModelError, OutputExistsError
 from engine.models.tiny import build_tiny
-from engine.network import (
-    LoraModule,
-    create_network,
-    load_lora_file,
-    ranks_from_state_dict,
-    read_dim_alpha,
-    save_lora_file,
-)
+from engine.network.inject import create_network, ranks_from_state_dict, read_dim_alpha
+from engine.network.lora_file import load_lora_file, save_lora_file
+from engine.network.modules import LoraModule
 from engine.network.names import sgm_module_path, text_encoder_targets, unet_targets
 
 SD1, SD2, SDXL = ModelFamily.SD1, ModelFamily.SD2, ModelFamily.SDXL

@@ -14,8 +14,7 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr as diffusers_rescale
 
-from tests.support.numeric import float32_close
-from engine.noise import (
+from engine.run.noise import (
     ddpm_alphas_cumprod,
     ddpm_betas,
     make_noise,
@@ -25,6 +24,7 @@ from engine.noise import (
     sample_timesteps,
     v_target,
 )
+from tests.support.numeric import float32_close
 
 LATENTS = torch.tensor(
     [

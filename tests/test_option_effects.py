@@ -1,8 +1,8 @@
 """Each training option changes the training the way OPTIONS.md and KOHYA_FORMAT.md say.
 
-Effects are shown through the engine's own code: the plan (engine.plan), a prepared session
-(engine.setup) and its step (engine.step), the text path (engine.text_encoding) and short real
-runs (engine.runner -> engine.train). Where a value inside a step matters (the target, the noise,
+Effects are shown through the engine's own code: the plan (engine.data.plan), a prepared session
+(engine.run.setup) and its step (engine.run.step), the text path (engine.text.encoding) and short real
+runs (engine.queue.runner -> engine.run.train). Where a value inside a step matters (the target, the noise,
 the timesteps), a spy wraps the engine function that computes it and records what it returned;
 the step itself runs unchanged. Sessions take a changed config with `with_config`, which only
 works for settings the step reads at step time; settings read at setup get their own session.
@@ -26,20 +26,20 @@ import pytest
 import torch
 from PIL import Image
 
-import engine.optim
-import engine.step
-from engine.config import LrScheduler, ModelFamily, NetworkConfig, Optimizer, TrainConfig
+import engine.run.optim
+import engine.run.step
+from engine.config.schema import LrScheduler, ModelFamily, NetworkConfig, Optimizer, TrainConfig
+from engine.data.plan import Sample, epoch_batches, make_plan
 from engine.errors import LoraWizardError, MissingPackageError
 from engine.events import SilentReporter
 from engine.network.inject import create_network
 from engine.network.lora_file import load_lora_file
-from engine.noise import ddpm_alphas_cumprod
-from engine.plan import Sample, epoch_batches, make_plan
-from engine.preflight import preflight
-from engine.runner import run_one
-from engine.setup import prepare_session, read_captions
-from engine.step import batch_captions, conditioning
-from engine.text_encoding import encode, tokenize
+from engine.queue.preflight import preflight
+from engine.queue.runner import run_one
+from engine.run.noise import ddpm_alphas_cumprod
+from engine.run.setup import prepare_session, read_captions
+from engine.run.step import batch_captions, conditioning
+from engine.text.encoding import encode, tokenize
 
 # The demo UNet: 4 transformers x 12 Linear/1x1 layers (see test_train_demo); the text encoder
 # 2 layers x 6 Linear layers.
@@ -179,8 +179,8 @@ class Spy:
 
 
 def engine_captions(cfg: TrainConfig, epochs: int) -> dict[int, list[str]]:
-    """The captions a run of `cfg` trains on, epoch by epoch, from engine.step.batch_captions with
-    the per-batch generator engine.step.batch_loss makes (test_captions_reaching_the_text_encoder
+    """The captions a run of `cfg` trains on, epoch by epoch, from engine.run.step.batch_captions with
+    the per-batch generator engine.run.step.batch_loss makes (test_captions_reaching_the_text_encoder
     checks that a real run sees exactly these)."""
     plan = make_plan(cfg)
     session = SimpleNamespace(cfg=cfg, captions=read_captions(plan))
@@ -234,7 +234,7 @@ def test_captions_reaching_the_text_encoder_are_processed_per_epoch(data, monkey
         dataset={"shuffle_caption": True, "keep_tokens": 2, "caption_dropout_every_n_epochs": 2},
         training={"epochs": 4},
     )
-    seen = Spy(monkeypatch, engine.step, "conditioning")
+    seen = Spy(monkeypatch, engine.run.step, "conditioning")
     plan, _, _ = train_run(cfg)
     trained = [c for call in seen.calls for c in call.args[1]]
     expected = engine_captions(cfg, 4)
@@ -437,10 +437,10 @@ def test_max_token_length_sets_the_number_of_75_token_chunks(demo):
 
 
 def test_v_parameterization_trains_against_the_v_target(base, monkeypatch):
-    latents = Spy(monkeypatch, engine.step, "batch_latents")
-    noise = Spy(monkeypatch, engine.step, "make_noise")
-    timesteps = Spy(monkeypatch, engine.step, "sample_timesteps")
-    loss = Spy(monkeypatch, engine.step, "batch_loss_value")
+    latents = Spy(monkeypatch, engine.run.step, "batch_latents")
+    noise = Spy(monkeypatch, engine.run.step, "make_noise")
+    timesteps = Spy(monkeypatch, engine.run.step, "sample_timesteps")
+    loss = Spy(monkeypatch, engine.run.step, "batch_loss_value")
     batch = samples(base, reg=False)
     targets = {}
     for v in (False, True):
@@ -456,7 +456,7 @@ def test_v_parameterization_trains_against_the_v_target(base, monkeypatch):
 
 
 def test_noise_offset_shifts_each_channel_by_one_random_value(base, monkeypatch):
-    noise = Spy(monkeypatch, engine.step, "make_noise")
+    noise = Spy(monkeypatch, engine.run.step, "make_noise")
     batch = samples(base, reg=False)
     for offset in (0.0, 0.1, 0.2):
         no_grad_loss(with_config(base, training={"noise_offset": offset}), batch)
@@ -470,8 +470,8 @@ def test_noise_offset_shifts_each_channel_by_one_random_value(base, monkeypatch)
 
 
 def test_min_snr_gamma_weights_each_sample_by_min_snr_over_snr(base, monkeypatch):
-    loss = Spy(monkeypatch, engine.step, "batch_loss_value")
-    timesteps = Spy(monkeypatch, engine.step, "sample_timesteps")
+    loss = Spy(monkeypatch, engine.run.step, "batch_loss_value")
+    timesteps = Spy(monkeypatch, engine.run.step, "sample_timesteps")
     batch = samples(base, reg=False)
     early = {"min_timestep": 0, "max_timestep": 100}  # SNR > 5 there, so gamma=5 changes every weight
     acp = ddpm_alphas_cumprod()
@@ -495,8 +495,8 @@ def test_min_snr_gamma_weights_each_sample_by_min_snr_over_snr(base, monkeypatch
 
 
 def test_flip_aug_caches_both_orientations_and_uses_them(base):
-    from engine.latents import load_image
-    from engine.step import batch_latents
+    from engine.data.latents import load_image
+    from engine.run.step import batch_latents
 
     cache = base.latents.latents
     for item in base.plan.items:
@@ -525,9 +525,9 @@ def uncached(data, tmp_path_factory):
 
 
 def test_random_crop_without_cached_latents_crops_differently_each_time(uncached, monkeypatch):
-    from engine.step import batch_latents
+    from engine.run.step import batch_latents
 
-    loads = Spy(monkeypatch, engine.step, "load_image")
+    loads = Spy(monkeypatch, engine.run.step, "load_image")
     (tall,) = [Sample(i, False) for i in uncached.plan.items if i.record.height == 96]
     assert tall.item.choice.resized == (64, 96) and tall.item.bucket == (64, 64)  # 32 rows to spare
 
@@ -680,11 +680,11 @@ def test_each_optimizer_trains_two_steps(name, data, monkeypatch):
     package, pip_name = NEEDS.get(name, (None, None))
     if package and importlib.util.find_spec(package) is None:
         with pytest.raises(MissingPackageError, match=f"pip install {pip_name}"):
-            engine.optim.check_available(name)
+            engine.run.optim.check_available(name)
         with pytest.raises(LoraWizardError, match=f"pip install {pip_name}"):
             preflight([("test", cfg)])  # refused before anything loads
         return
-    built = Spy(monkeypatch, engine.optim, "build_optimizer")
+    built = Spy(monkeypatch, engine.run.optim, "build_optimizer")
     _, result, reporter = train_run(cfg)
     assert type(built.last.out).__name__ == OPTIMIZER_CLASS[name]  # that optimizer was built
     assert result.steps == 2 and len(reporter.steps) == 2
@@ -695,7 +695,7 @@ def test_each_optimizer_trains_two_steps(name, data, monkeypatch):
 
 
 def expected_multiplier(kind: LrScheduler, step: int, total: int, warmup: int, lr: float) -> float:
-    """Written out from OPTIONS.md / transformers' schedules (not from engine.lr_schedule)."""
+    """Written out from OPTIONS.md / transformers' schedules (not from engine.run.lr_schedule)."""
     if kind != LrScheduler.CONSTANT and step < warmup:
         return step / warmup
     progress = (step - warmup) / (total - warmup)
@@ -718,7 +718,7 @@ def expected_multiplier(kind: LrScheduler, step: int, total: int, warmup: int, l
     list(LrScheduler),
 )
 def test_scheduler_lr_curve_over_a_run(scheduler, data):
-    from engine.lr_schedule import lr_multiplier
+    from engine.run.lr_schedule import lr_multiplier
 
     ratio = 0.0 if scheduler == LrScheduler.CONSTANT else 0.3
     lr = 2e-4  # not torch's default 1e-3, so an LR that never reaches the optimizer shows
@@ -755,13 +755,13 @@ def test_max_steps_stops_the_run_there(data):
 
 def test_gradient_accumulation_halves_the_optimizer_steps(data, monkeypatch):
     built = []
-    real_build = engine.optim.build_optimizer
+    real_build = engine.run.optim.build_optimizer
 
     def keep(*args, **kwargs):
         built.append(real_build(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(engine.optim, "build_optimizer", keep)
+    monkeypatch.setattr(engine.run.optim, "build_optimizer", keep)
     single = make_config(data.train, data.out, training={"epochs": 2})
     double = changed(single, optim={"gradient_accumulation_steps": 2, "lr_scheduler": "linear"})
     one, two = make_plan(single), make_plan(double)
@@ -773,7 +773,7 @@ def test_gradient_accumulation_halves_the_optimizer_steps(data, monkeypatch):
     (optimizer,) = built
     assert {int(state["step"]) for state in optimizer.state.values()} == {4}  # 8 batches, 4 updates
     # the LR schedule moves once per optimizer step, not once per batch (linear decay over 4 steps)
-    from engine.lr_schedule import lr_multiplier
+    from engine.run.lr_schedule import lr_multiplier
 
     lr = double.optim.learning_rate
     expected = [lr * lr_multiplier(k, 4, 0, double.optim.lr_scheduler, 1, 1.0, initial_lr=lr) for k in range(1, 5)]
@@ -802,7 +802,7 @@ def test_max_grad_norm_clips_the_update(data):
 
 
 def test_color_aug_shifts_hue_or_gamma_a_third_of_the_time():
-    from engine.latents import color_augment
+    from engine.data.latents import color_augment
 
     image = np.zeros((8, 8, 3), dtype=np.uint8)
     image[..., 0], image[..., 1], image[..., 2] = 200, 80, 40  # an orange
@@ -816,9 +816,9 @@ def test_color_aug_shifts_hue_or_gamma_a_third_of_the_time():
 
 
 def test_color_aug_reaches_the_uncached_images(uncached, monkeypatch):
-    from engine.step import batch_latents
+    from engine.run.step import batch_latents
 
-    loads = Spy(monkeypatch, engine.step, "load_image")
+    loads = Spy(monkeypatch, engine.run.step, "load_image")
     session = with_config(uncached, dataset={"color_aug": True, "random_crop": False})
     sample = [Sample(uncached.plan.items[0], False)]
     batch_latents(session, sample, 1, 0, [0])
@@ -832,16 +832,16 @@ def test_color_aug_reaches_the_uncached_images(uncached, monkeypatch):
 def test_data_loader_workers_decode_uncached_images(uncached, monkeypatch, workers, persistent):
     import threading
 
-    from engine.step import batch_latents
+    from engine.run.step import batch_latents
 
     threads = []
-    real_load = engine.step.load_image
+    real_load = engine.run.step.load_image
 
     def record(*args):
         threads.append(threading.current_thread().name)
         return real_load(*args)
 
-    monkeypatch.setattr(engine.step, "load_image", record)
+    monkeypatch.setattr(engine.run.step, "load_image", record)
     session = with_config(
         uncached, dataset={"max_data_loader_n_workers": workers, "persistent_data_loader_workers": persistent}
     )

@@ -1,7 +1,7 @@
 """The dataset view (`lora-wizard dataset DIR`, and the wizard after the image folder question).
 
 Its numbers must be the training plan's: they are checked against `make_plan` and against the tag
-counts training writes (engine.setup.tag_frequency), and against numbers worked out by hand.
+counts training writes (engine.run.setup.tag_frequency), and against numbers worked out by hand.
 """
 
 import io
@@ -14,8 +14,8 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from engine.config import TrainConfig
-from engine.plan import make_plan
+from engine.config.schema import TrainConfig
+from engine.data.plan import make_plan
 from engine.prep.view import summarize
 from prompts import load_prompts
 from tests.support.prep_models import write_images, write_tagger
@@ -62,7 +62,7 @@ def test_numbers_worked_out_by_hand(dataset):
 
 
 def test_the_view_agrees_with_the_training_plan(dataset, reg):
-    from engine.setup import read_captions, tag_frequency
+    from engine.run.setup import read_captions, tag_frequency
 
     for settings in ({}, {"resolution": 768}, {"resolution": [640, 384], "bucket_no_upscale": True},
                      {"enable_bucket": False}, {"reg_img_folder": str(reg)}):
@@ -118,7 +118,7 @@ def test_cli_view(dataset, capsys):
 
 
 def test_cli_view_with_a_config(dataset, tmp_path, capsys):
-    from engine.config_io import save_config
+    from engine.config.io import save_config
 
     path = save_config(config(dataset, resolution=[640, 384], bucket_no_upscale=True), tmp_path, name="cfg")
     assert main(["dataset", "--config", str(path)]) == 0  # the config's folder

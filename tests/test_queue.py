@@ -1,7 +1,7 @@
 """The overnight queue: checked whole before the first run, failures isolated, a journal that
 survives kill -9, and Ctrl-C that saves and stops.
 
-Training is replaced by a fake (monkeypatched engine.train.train, or the same fake inside a child
+Training is replaced by a fake (monkeypatched engine.run.train.train, or the same fake inside a child
 process) except in one test, where the run after a failed one trains the demo model for real.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import engine.train
-from engine.config import TrainConfig
-from engine.queue import FOLDER_JOURNAL, LIST_JOURNAL, folder_configs, queue_lock
+import engine.run.train
+from engine.config.schema import TrainConfig
+from engine.queue.journal import FOLDER_JOURNAL, LIST_JOURNAL, folder_configs, queue_lock
 from wizard.app import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_RUN_FAILED, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The fake trainer, shared by the in-process tests and the child processes. FAKE_<NAME> picks how
 # the run of the config with output_name <name> behaves: fast (default), slow (ignores stop
 # requests: killed, or left by a second Ctrl-C) or polite (stops at a stop request, saving
-# <name>-interrupted as engine/train.py does).
+# <name>-interrupted as engine/run/train.py does).
 FAKE_TRAIN = """
 import os, time
 from engine.events import RunResult
@@ -54,8 +54,8 @@ def fake_train(cfg, run_dir, reporter, stop=None):
 """
 CHILD = (
     "import sys\n"
-    "sys.path.insert(0, {root!r})\n" + FAKE_TRAIN + "import engine.train\n"
-    "engine.train.train = fake_train\n"
+    "sys.path.insert(0, {root!r})\n" + FAKE_TRAIN + "import engine.run.train\n"
+    "engine.run.train.train = fake_train\n"
     "from wizard.app import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -65,12 +65,12 @@ CHILD = (
 REAL_CHILD = (
     "import sys, time\n"
     "sys.path.insert(0, {root!r})\n"
-    "import engine.tracking\n"
-    "rates = engine.tracking.learning_rates\n"
+    "import engine.run.tracking\n"
+    "rates = engine.run.tracking.learning_rates\n"
     "def slow_rates(optimizer):\n"
     "    time.sleep(0.25)\n"
     "    return rates(optimizer)\n"
-    "engine.tracking.learning_rates = slow_rates\n"
+    "engine.run.tracking.learning_rates = slow_rates\n"
     "from wizard.app import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -140,7 +140,7 @@ def calls(monkeypatch):
         trained.append(cfg.saving.output_name)
         return fake_train(cfg, run_dir, reporter, stop)
 
-    monkeypatch.setattr(engine.train, "train", recording)
+    monkeypatch.setattr(engine.run.train, "train", recording)
     return trained
 
 
@@ -206,7 +206,7 @@ def test_preflight_checks_the_model_file_and_the_free_disk(queue_dir, tmp_path, 
     assert code == EXIT_BAD_INPUT and "a.json" in out and "LoRA" in out
 
     write_config(queue_dir, "a", tmp_path / "data", tmp_path / "out", network={"dim": 128}, saving={"output_name": "a", "save_every_n_steps": 1})
-    monkeypatch.setattr("engine.preflight.shutil.disk_usage", lambda path: type("U", (), {"free": 5 << 20})())
+    monkeypatch.setattr("engine.queue.preflight.shutil.disk_usage", lambda path: type("U", (), {"free": 5 << 20})())
     code, out = run_cli(capsys, "queue", "--folder", queue_dir)
     assert code == EXIT_BAD_INPUT and calls == []
     assert "only 5.0 MiB is free" in out and "a.json, b.json, c.json" in out
@@ -228,7 +228,7 @@ def test_dry_run_prints_the_plan_with_run_folders_and_writes_nothing(queue_dir, 
 
 def test_a_run_that_raises_is_isolated_and_the_next_one_trains_for_real(queue_dir, tmp_path, capsys, monkeypatch):
     (queue_dir / "c.json").unlink()
-    real_train = engine.train.train
+    real_train = engine.run.train.train
     held = {}
 
     class BigModel:  # stands for the weights of the failed run
@@ -243,7 +243,7 @@ def test_a_run_that_raises_is_isolated_and_the_next_one_trains_for_real(queue_di
         assert held["a"]() is None, "the failed run's memory is freed before the next run"
         return real_train(cfg, run_dir, reporter, stop)
 
-    monkeypatch.setattr(engine.train, "train", train)
+    monkeypatch.setattr(engine.run.train, "train", train)
     code, out = run_cli(capsys, "queue", "--folder", queue_dir)
     assert code == EXIT_RUN_FAILED
     assert "boom in the middle of a" in out and "Traceback" not in out
@@ -271,10 +271,10 @@ def test_out_of_memory_and_nan_say_what_to_change(queue_dir, tmp_path, capsys, m
         if cfg.saving.output_name == "a":
             if kind == "oom":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            engine.train._read_loss(torch.tensor(float("nan")), 1, 7)
+            engine.run.train._read_loss(torch.tensor(float("nan")), 1, 7)
         return fake_train(cfg, run_dir, reporter, stop)
 
-    monkeypatch.setattr(engine.train, "train", train)
+    monkeypatch.setattr(engine.run.train, "train", train)
     code, out = run_cli(capsys, "queue", "--folder", queue_dir)
     assert code == EXIT_RUN_FAILED
     reason = journal(queue_dir / FOLDER_JOURNAL)["a"]["reason"]
@@ -357,20 +357,20 @@ def test_list_mode_journal_edited_configs_and_failed_runs(tmp_path, calls, capsy
     assert code == EXIT_BAD_INPUT and "nothing to resume" in out
 
     monkeypatch.setenv("FAKE_B", "polite")
-    real = engine.train.train
+    real = engine.run.train.train
 
     def fail_a(cfg, run_dir, reporter, stop=None):
         if cfg.saving.output_name == "a":
             calls.append("a")
-            raise engine.train.TrainingError("the loss became nan at step 3: lower optim.learning_rate")
+            raise engine.run.train.TrainingError("the loss became nan at step 3: lower optim.learning_rate")
         stop.request()  # as a first Ctrl-C during b
         return real(cfg, run_dir, reporter, stop)
 
-    monkeypatch.setattr(engine.train, "train", fail_a)
+    monkeypatch.setattr(engine.run.train, "train", fail_a)
     assert run_cli(capsys, "queue", a, b)[0] == EXIT_CANCELLED
     states = journal(tmp_path / LIST_JOURNAL)
     assert (states["a"]["state"], states["b"]["state"]) == ("failed", "interrupted")
-    monkeypatch.setattr(engine.train, "train", real)
+    monkeypatch.setattr(engine.run.train, "train", real)
     monkeypatch.delenv("FAKE_B")
 
     code, out = run_cli(capsys, "queue", a, b)  # not finished: a fresh queue is refused
@@ -427,11 +427,11 @@ def test_kill_9_then_resume_continues_from_the_last_state_exactly(tmp_path, caps
     the LoRA (and the LR at every step) of a run that was never stopped."""
     from safetensors.torch import load_file
 
-    from engine.config_io import load_config
+    from engine.config.io import load_config
     from engine.events import SilentReporter
-    from engine.preflight import preflight
-    from engine.runner import run_one
-    from engine.train_state import latest_state, read_position
+    from engine.queue.preflight import preflight
+    from engine.queue.runner import run_one
+    from engine.run.state import latest_state, read_position
 
     data = write_dataset(tmp_path / "data")
     queue = write_config(
@@ -530,10 +530,10 @@ def test_skip_invalid_exits_1_when_a_valid_run_fails_while_training(queue_dir, t
 
     def train(cfg, run_dir, reporter, stop=None):
         if cfg.saving.output_name == "b":
-            raise engine.train.TrainingError("the loss became nan at step 1: lower optim.learning_rate")
+            raise engine.run.train.TrainingError("the loss became nan at step 1: lower optim.learning_rate")
         return fake_train(cfg, run_dir, reporter, stop)
 
-    monkeypatch.setattr(engine.train, "train", train)
+    monkeypatch.setattr(engine.run.train, "train", train)
     code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--skip-invalid")
     assert code == EXIT_RUN_FAILED and "1 of 3 configs cannot train" in out
     states = journal(queue_dir / FOLDER_JOURNAL)

@@ -8,11 +8,11 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from engine.config import TrainConfig
+from engine.config.schema import TrainConfig
 from engine.errors import ConfigError
 from engine.events import SilentReporter, StopSignal
-from engine.preflight import preflight
-from engine.runner import run_one
+from engine.queue.preflight import preflight
+from engine.queue.runner import run_one
 
 
 def config(tmp_path, name: str, **saving) -> TrainConfig:

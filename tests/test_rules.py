@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.config import Attention, MixedPrecision, ModelFamily, TrainConfig
+from engine.config.machine import OPTIONAL_PACKAGES, Machine
+from engine.config.rules import Facts, check
+from engine.config.schema import Attention, MixedPrecision, ModelFamily, TrainConfig
 from engine.problems import Level
-from engine.rules import OPTIONAL_PACKAGES, Facts, Machine, check
 from tests.support.cli import config_file, run_cli, write_dataset
 from wizard.app import EXIT_BAD_INPUT, EXIT_OK
 

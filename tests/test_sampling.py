@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.config import ModelFamily, NetworkConfig, Sampler, SamplingConfig, TrainConfig
+from engine.config.schema import ModelFamily, NetworkConfig, Sampler, SamplingConfig, TrainConfig
 from engine.errors import ConfigError
 from engine.models.tiny import build_demo, build_tiny
 from engine.network.inject import create_network
-from engine.sampling import (
+from engine.run.sampling import (
     SCHEDULERS,
     SamplePrompt,
     generate_samples,

@@ -16,20 +16,20 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.config import SaveFormat, SavePrecision, TagFile, TrainConfig
+from engine.config.schema import SaveFormat, SavePrecision, TagFile, TrainConfig
 from engine.events import SilentReporter
-from engine.metadata import MINIMUM_KEYS
 from engine.network.lora_file import load_lora_file
-from engine.preflight import preflight
-from engine.runner import run_one
-from engine.saving import (
+from engine.queue.preflight import preflight
+from engine.queue.runner import run_one
+from engine.run.metadata import MINIMUM_KEYS
+from engine.run.saving import (
     lora_file_name,
     prune_old_saves,
     save_lora,
     stale_save_numbers,
     write_tag_file,
 )
-from engine.setup import prepare_session
+from engine.run.setup import prepare_session
 
 SMALL = {
     "dataset": {"resolution": 64, "min_bucket_reso": 64, "max_bucket_reso": 128},
@@ -225,8 +225,8 @@ def unchecked(cfg: TrainConfig, **saving) -> TrainConfig:
 
 
 def train_unchecked(cfg: TrainConfig, run_dir: Path):
-    """engine.train.train straight away: run_one would re-validate the config when saving it."""
-    from engine.train import train
+    """engine.run.train.train straight away: run_one would re-validate the config when saving it."""
+    from engine.run.train import train
 
     run_dir.mkdir()
     result = train(cfg, run_dir, SilentReporter())
@@ -347,8 +347,8 @@ def test_a_run_writes_its_tag_file(named_run):
 def test_network_args_metadata_matches_the_conv_alpha_the_network_uses():
     from torch import nn
 
-    from engine.metadata import network_args
     from engine.network.inject import default_rank_for
+    from engine.run.metadata import network_args
 
     cfg = TrainConfig.model_validate({"network": {"type": "locon", "conv_dim": 8}})
     _, conv_alpha = default_rank_for(cfg.network)("x", nn.Conv2d(4, 4, 3))

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from engine.config import TrainConfig
-from engine.tracking import (
+from engine.config.schema import TrainConfig
+from engine.run.tracking import (
     LOSS_AVERAGE,
     LOSS_CURRENT,
     LOSS_EPOCH,

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from engine.config import TrainConfig
+from engine.config.schema import TrainConfig
 from engine.events import SilentReporter
-from engine.preflight import preflight
-from engine.runner import run_one
+from engine.queue.preflight import preflight
+from engine.queue.runner import run_one
 
 # The demo UNet has 4 Transformer2DModels (down 2, mid, up 0 x2) with 1 transformer block each:
 # 10 Linear layers per block (attn1 q/k/v/out, attn2 q/k/v/out, ff in/out) + proj_in + proj_out.
@@ -93,7 +93,7 @@ def test_alpha_tensors_hold_alpha(demo_run):
 
 def test_config_and_tag_list_are_saved_beside_the_lora(demo_run):
     cfg, _, result, _ = demo_run
-    from engine.config_io import load_config
+    from engine.config.io import load_config
 
     config_files = [f for f in result.files if f.suffix == ".json"]
     assert len(config_files) == 1 and load_config(config_files[0]) == cfg

@@ -9,10 +9,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from engine.config import ModelFamily
+from engine.config.schema import ModelFamily
 from engine.models.tiny import build_tiny
-from engine.text_encoding import encode, final_layer_norm, tokenize
-from engine.weighted_text import (
+from engine.text.encoding import encode, final_layer_norm, tokenize
+from engine.text.weighted import (
     apply_weights,
     caption_tokens,
     encode_weighted,

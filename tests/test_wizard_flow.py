@@ -24,13 +24,22 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 from rich.console import Console
 
-from engine.config import ModelFamily, NetworkType, TrainConfig, field_paths
-from engine.config_io import load_config, save_config
+from engine.config.io import load_config, save_config
+from engine.config.schema import ModelFamily, NetworkType, TrainConfig, field_paths
 from prompts import load_prompts
 from tests.support.cli import write_dataset
 from wizard import ask, flow
 from wizard.checks import AnswerError
-from wizard.questions import ADVANCED_QUESTIONS, ASK, LOAD_QUESTIONS, QUESTIONS, Draft, Kind, block_values, question_list
+from wizard.questions import (
+    ADVANCED_QUESTIONS,
+    ASK,
+    LOAD_QUESTIONS,
+    QUESTIONS,
+    Draft,
+    Kind,
+    block_values,
+    question_list,
+)
 
 DOWN, ENTER, CTRL_C, CTRL_U = "\x1b[B", "\r", "\x03", "\x15"
 REPO = Path(__file__).resolve().parents[1]
@@ -177,8 +186,8 @@ def saved(tmp_path) -> Path:
 
 def wizard_defaults() -> TrainConfig:
     """What Enter everywhere gives: the config's defaults, with the mixed precision this machine has."""
-    from engine.defaults import suggested_precision
-    from engine.rules import this_machine_at_a_glance
+    from engine.config.defaults import suggested_precision
+    from engine.config.machine import this_machine_at_a_glance
 
     machine = this_machine_at_a_glance()
     return TrainConfig.model_validate({"optim": {"mixed_precision": suggested_precision(machine.cuda, machine.bf16)}})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import TrainConfig
+from engine.config.schema import TrainConfig
 from wizard.questions import Draft, question_list
 
 pexpect = pytest.importorskip("pexpect")

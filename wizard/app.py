@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.distributed import is_main_process
     from engine.errors import LoraWizardError
+    from engine.run.distributed import is_main_process
 
     # paths and messages stay on one line, so they can be copied; with several processes
     # (accelerate launch) only the main one shows plans and progress
@@ -98,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _collect_runs(args) -> list[tuple[str, object]]:
     """demo and replay: one config, no journal."""
-    from engine.config import TrainConfig
+    from engine.config.schema import TrainConfig
     from engine.errors import ConfigError, problems_message
 
     if args.command == "demo":
-        from engine.defaults import suggested_precision
-        from engine.rules import this_machine
+        from engine.config.defaults import suggested_precision
+        from engine.config.machine import this_machine
 
         machine = this_machine()  # the wizard's Enter-everywhere config: its precision fits the machine
         cfg = TrainConfig.model_validate({"optim": {"mixed_precision": suggested_precision(machine.cuda, machine.bf16)}})
@@ -118,7 +118,7 @@ def _collect_runs(args) -> list[tuple[str, object]]:
 
 def _load_configs(paths: list[Path], output: Path | None) -> tuple[list[tuple[str, object]], list[str]]:
     """The configs that load, and the problems of those that do not."""
-    from engine.config_io import load_config
+    from engine.config.io import load_config
     from engine.errors import LoraWizardError
 
     runs, problems = [], []
@@ -147,8 +147,8 @@ def _interactive(console: Console) -> int:
 
 
 def plan_table(planned) -> Table:
-    from engine.queue import forecast_run_dirs
-    from engine.preflight import human_size
+    from engine.queue.journal import forecast_run_dirs
+    from engine.queue.preflight import human_size
 
     table = Table(title="plan")
     for column in ("run", "images x repeats", "reg", "buckets", "batch (effective)", "steps/epoch", "epochs", "steps", "output", "disk"):
@@ -185,9 +185,9 @@ def _show_plan(console: Console, planned) -> None:
 
 def _train_runs(console: Console, runs, *, dry_run: bool) -> int:
     """demo, replay and the wizard's runs: checked together, trained in order, no journal."""
-    from engine.distributed import launched_processes
-    from engine.queue import Entry, Journal
-    from engine.preflight import preflight
+    from engine.queue.journal import Entry, Journal
+    from engine.queue.preflight import preflight
+    from engine.run.distributed import launched_processes
 
     planned = preflight(runs, launched_processes())  # the step count of the process count launched
     _show_plan(console, planned)
@@ -200,9 +200,9 @@ def _train_runs(console: Console, runs, *, dry_run: bool) -> int:
 
 def _queue(console: Console, args) -> int:
     """`queue CONFIG... | --folder DIR [--resume] [--dry-run]`: every run checked before the first
-    starts, each state recorded in the journal (see engine/queue.py)."""
+    starts, each state recorded in the journal (see engine/queue/journal.py)."""
     from engine.errors import ConfigError
-    from engine.queue import journal_path, new_queue, queue_lock, resume_queue
+    from engine.queue.journal import journal_path, new_queue, queue_lock, resume_queue
 
     folder = args.folder
     if folder is not None and not folder.is_dir():
@@ -242,8 +242,8 @@ def _check_queue(console: Console, todo, output: Path | None, *, skip_invalid: b
     queue (a LoraWizardError), with it the invalid runs are returned to be recorded as failed.
     Too little disk for the valid runs refuses the queue either way."""
     from engine.errors import LoraWizardError, problems_message
-    from engine.distributed import launched_processes
-    from engine.preflight import PlannedRun, check_runs, disk_problems
+    from engine.queue.preflight import PlannedRun, check_runs, disk_problems
+    from engine.run.distributed import launched_processes
 
     problems_of: dict[int, list[str]] = {}
     loaded = []  # (index in todo, (source, config)) of the configs that load
@@ -275,7 +275,7 @@ def _check_queue(console: Console, todo, output: Path | None, *, skip_invalid: b
 
 def _folder_configs(folder: Path) -> list[Path]:
     from engine.errors import ConfigError
-    from engine.queue import folder_configs
+    from engine.queue.journal import folder_configs
 
     configs = folder_configs(folder)
     if not configs:
@@ -288,7 +288,7 @@ def _execute(console: Console, journal, runs, *, resume_hint: str | None, invali
     shutdown): finish the step, save `<name>-interrupted`, stop the queue. Second: leave at once.
     `invalid`: (entry, problems) of runs that preflight refused (--skip-invalid), recorded failed."""
     from engine.events import StopSignal
-    from engine.queue import RunState, run_queue
+    from engine.queue.journal import RunState, run_queue
 
     stop = StopSignal()
 
@@ -319,7 +319,7 @@ def _execute(console: Console, journal, runs, *, resume_hint: str | None, invali
 
 
 class _QueueConsole:
-    """engine.queue.QueueListener for the terminal: a heading and a progress bar per run."""
+    """engine.queue.journal.QueueListener for the terminal: a heading and a progress bar per run."""
 
     def __init__(self, console: Console) -> None:
         self.console = console

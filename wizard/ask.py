@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from engine.config import TrainConfig, section_model
+from engine.config.schema import TrainConfig, section_model
 from engine.problems import Problem, render
 from wizard.checks import AnswerError
 from wizard.questions import ASK, Draft, Kind, Question, field_default
@@ -125,7 +125,7 @@ def validate_field(path: str, raw: Any) -> Any:
     try:
         model.__pydantic_validator__.validate_assignment(holder, name, raw)
     except ValidationError as err:
-        from engine.config_io import field_problem
+        from engine.config.io import field_problem
 
         problem = field_problem(path, raw, [dict(e) for e in err.errors()])
         raise AnswerError(None, message=render(problem, with_where=False)) from err
@@ -141,7 +141,7 @@ def error_text(err: AnswerError, texts: dict[str, Any]) -> str:
 def check_draft(data: dict[str, Any]) -> tuple[TrainConfig | None, list[Problem]]:
     """The finished config, or the problems that stop it: the same field checks and the same
     rulebook as a file's."""
-    from engine.config_io import validated
+    from engine.config.io import validated
 
     return validated(data)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.config import DEMO_MODEL, SAMPLE_DATASET
+from engine.config.schema import DEMO_MODEL, SAMPLE_DATASET
 
 
 class AnswerError(ValueError):
@@ -60,7 +60,7 @@ def check_reg_folder(value: Any) -> None:
 def check_dataset_folder(value: Any, field: str) -> None:
     """The folder's layout, as the dataset lint checks it (no image is opened). A `10_name` folder
     given for its parent passes here: the question offers the parent (Question.corrects)."""
-    from engine.lint import folder_layout_problems, parent_if_concept_folder
+    from engine.data.lint import folder_layout_problems, parent_if_concept_folder
     from engine.problems import errors, render
 
     check_dir(value)

@@ -213,8 +213,8 @@ class RichItemProgress:
 def view_config(folder: Path | None, config: Path | None, resolution: str | None, extension: str | None):
     """The TrainConfig the view plans with: the config file's (or the defaults), with DIR, the
     resolution and the caption extension given on the command line."""
-    from engine.config import CONFIG_VERSION, TrainConfig
-    from engine.config_io import config_from_dict, load_config
+    from engine.config.io import config_from_dict, load_config
+    from engine.config.schema import CONFIG_VERSION, TrainConfig
     from wizard.checks import parse_resolution
 
     if folder is None and config is None:
@@ -245,7 +245,7 @@ def _view(console: Console, args) -> int:
 
 def _refuse_concept_folder(folder: Path) -> None:
     """`dataset 10_mychar` (one concept folder instead of its parent) gets the fix, not a riddle."""
-    from engine.dataset import _SUBSET_NAME, IMAGE_EXTENSIONS
+    from engine.data.dataset import _SUBSET_NAME, IMAGE_EXTENSIONS
 
     if folder.is_dir() and _SUBSET_NAME.match(folder.name) and not any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir()):
         if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir()):

@@ -19,7 +19,7 @@ import questionary
 from rich.console import Console
 from rich.markup import escape
 
-from engine.config import SAMPLE_DATASET, TrainConfig
+from engine.config.schema import SAMPLE_DATASET, TrainConfig
 from engine.errors import LoraWizardError
 from wizard.dataset_cmd import TAGGER_ENV, RichItemProgress, render_summary, report_labels, say, width_of
 

@@ -22,7 +22,7 @@ from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.markup import escape
 
-from engine.config import TrainConfig
+from engine.config.schema import TrainConfig
 from engine.errors import ConfigError, LoraWizardError
 from engine.fileio import atomic_write_text, next_free_path
 from engine.problems import Problem, errors, render, warnings
@@ -95,7 +95,7 @@ def start_draft(console: Console, texts: dict[str, Any]) -> Draft:
     start = Draft(TrainConfig(), LOAD_QUESTIONS)
     if not ask.ask_question(load_json, start, texts, console):
         return Draft(TrainConfig(), question_list(loaded=False))
-    from engine.config_io import DEFAULT_SKIP, read_config
+    from engine.config.io import DEFAULT_SKIP, read_config
 
     while True:
         path = Path(ask.ask_question(load_path, start, texts, console))
@@ -160,9 +160,10 @@ def run_problems(cfg: TrainConfig, draft: Draft) -> list[Problem]:
     """What preflight will say about this config without reading the images: the rulebook with the
     machine, the model family (from the file's header) and the process count, and the layout of the
     dataset folders (each problem named by the folder's field, so its question is asked again)."""
-    from engine.distributed import launched_processes
-    from engine.lint import folder_layout_problems
-    from engine.rules import Facts, check, this_machine_at_a_glance
+    from engine.config.machine import this_machine_at_a_glance
+    from engine.config.rules import Facts, check
+    from engine.data.lint import folder_layout_problems
+    from engine.run.distributed import launched_processes
 
     problems = check(cfg, Facts(this_machine_at_a_glance(), detected_family(draft), launched_processes()))
     for field_name, folder in (("dataset.img_folder", cfg.dataset.img_folder), ("dataset.reg_img_folder", cfg.dataset.reg_img_folder)):
@@ -261,7 +262,7 @@ def save_draft(draft: Draft, folder: Path) -> Path:
 
 
 def save_config(cfg: TrainConfig, folder: Path) -> Path:
-    from engine.config_io import save_config as save
+    from engine.config.io import save_config as save
 
     return save(cfg, Path(folder))
 

@@ -25,8 +25,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from engine.block_weights import is_number
-from engine.config import (
+from engine.config.defaults import bucket_bounds, suggested_learning_rate, suggested_precision, suggested_resolution
+from engine.config.schema import (
     Attention,
     HuberSchedule,
     LossType,
@@ -43,8 +43,8 @@ from engine.config import (
     TrainOn,
     section_model,
 )
-from engine.defaults import bucket_bounds, suggested_learning_rate, suggested_precision, suggested_resolution
 from engine.errors import ConfigError
+from engine.network.blocks import is_number
 from engine.problems import render
 from wizard.checks import (
     AnswerError,
@@ -350,7 +350,7 @@ def resolution_for_family(draft: Draft) -> Followed | None:
 
 
 def precision_for_machine(draft: Draft) -> Followed:
-    from engine.rules import this_machine_at_a_glance
+    from engine.config.machine import this_machine_at_a_glance
 
     machine = this_machine_at_a_glance()
     device = "CUDA" if machine.cuda else "CPU"
@@ -380,7 +380,7 @@ HIDDEN_FOLLOWERS: tuple[tuple[str, Callable[[Draft, dict[str, Any]], Followed | 
 
 
 def resolution_fits_buckets(draft: Draft, value: Any) -> None:
-    from engine.rules import resolution_problems
+    from engine.config.rules import resolution_problems
 
     problem = next(resolution_problems(value, draft.value("dataset.bucket_reso_steps")), None)
     if problem is not None:
@@ -389,7 +389,7 @@ def resolution_fits_buckets(draft: Draft, value: Any) -> None:
 
 def learning_rate_far_off(path: str) -> Callable[[Draft, Any], str | None]:
     def warning(draft: Draft, value: Any) -> str | None:
-        from engine.rules import learning_rate_problems
+        from engine.config.rules import learning_rate_problems
 
         problem = next(learning_rate_problems(draft.value("optim.optimizer"), value), None)
         return None if problem is None else render(problem, with_where=False)
@@ -398,7 +398,7 @@ def learning_rate_far_off(path: str) -> Callable[[Draft, Any], str | None]:
 
 
 def parent_folder_offer(value: Any) -> Correction | None:
-    from engine.lint import parent_if_concept_folder
+    from engine.data.lint import parent_if_concept_folder
 
     if value is None or str(value).startswith("builtin:"):
         return None
@@ -521,7 +521,7 @@ def _number_items(text: str) -> list[str]:
 
 def parse_lr_weight(text: str) -> Any:
     """"cosine+0.2" stays a preset (checked here); "1, 0.5, 0" becomes a list of numbers."""
-    from engine.block_weights import parse_block_values, preset_weights
+    from engine.network.blocks import parse_block_values, preset_weights
 
     items = _number_items(text)
     try:
@@ -554,7 +554,7 @@ def fits_lr_weights(path: str) -> Callable[[Draft, Any], None]:
     """The down/mid/up list fits the family's block counts (with the other two as answered so far)."""
 
     def fits(draft: Draft, value: Any) -> None:
-        from engine.block_weights import lr_weights
+        from engine.network.blocks import lr_weights
 
         parts = {p: (value if p == path else draft.value(p)) for p in LR_WEIGHTS}
         try:
@@ -567,7 +567,7 @@ def fits_lr_weights(path: str) -> Callable[[Draft, Any], None]:
 
 def fits_block_list(path: str) -> Callable[[Draft, Any], None]:
     def fits(draft: Draft, value: Any) -> None:
-        from engine.block_weights import block_list_problems
+        from engine.network.blocks import block_list_problems
 
         if value is None:
             return
@@ -581,7 +581,7 @@ def fits_block_list(path: str) -> Callable[[Draft, Any], None]:
 def block_values(draft: Draft) -> dict[str, list[float]]:
     """The per-block values the draft's answers give: "lr" (LR weights after the zero threshold) and
     each block list that is set, all in block order. Empty when no block setting is set."""
-    from engine.block_weights import lr_weights
+    from engine.network.blocks import lr_weights
 
     family = block_family(draft)
     out: dict[str, list[float]] = {}
@@ -600,7 +600,7 @@ def block_values(draft: Draft) -> dict[str, list[float]]:
 
 
 def block_labels_for(family: ModelFamily) -> list[str]:
-    from engine.block_weights import block_labels
+    from engine.network.blocks import block_labels
 
     return block_labels(family)
 

@@ -9,9 +9,9 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from engine.block_weights import block_labels
-from engine.config import SECTIONS, ModelFamily, TrainConfig, section_model
-from engine.distributed import launched_processes
+from engine.config.schema import SECTIONS, ModelFamily, TrainConfig, section_model
+from engine.network.blocks import block_labels
+from engine.run.distributed import launched_processes
 
 #: always shown, changed or not
 IMPORTANT: frozenset[str] = frozenset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.config import ModelFamily
+from engine.config.schema import ModelFamily
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import ModelFamily
+from engine.config.schema import ModelFamily
 from engine.errors import ModelError
 from engine.models.checkpoint_file import WEIGHT_SUFFIXES, checkpoint_keys
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from engine.config import ModelFamily, TrainConfig
+from engine.config.schema import ModelFamily, TrainConfig
 from engine.errors import ModelError
 from engine.models.checkpoint_file import (
     PICKLE_SUFFIXES,

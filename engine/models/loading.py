@@ -22,7 +22,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from engine.config import ModelFamily
+from engine.config.schema import ModelFamily
 from engine.errors import ModelError
 from engine.models.checkpoint_file import load_state_dict
 from engine.models.components import BaseComponents

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.config import ModelFamily
+from engine.config.schema import ModelFamily
 from engine.models.components import BaseComponents
 from engine.models.tokenizer import EOS_PAD, OPENCLIP_PAD, load_clip_tokenizer
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.config import NetworkConfig, NetworkType
+from engine.config.schema import NetworkConfig, NetworkType
 from engine.errors import ConfigError, ModelError
 from engine.models.components import BaseComponents
 from engine.network.lora_file import load_lora_file

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from engine.config import NetworkConfig, NetworkType
+from engine.config.schema import NetworkConfig, NetworkType
 from engine.errors import ConfigError, MissingPackageError, ModelError
 from engine.models.components import BaseComponents
 from engine.network.inject import LoraNetwork, RankFn, default_rank_for, wrap_targets

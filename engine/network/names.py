@@ -27,7 +27,7 @@ from enum import StrEnum
 
 from torch import nn
 
-from engine.config import ModelFamily
+from engine.config.schema import ModelFamily
 
 UNET_PREFIX = "lora_unet"
 TE_PREFIX = "lora_te"

@@ -4,7 +4,7 @@ Jobs work on every image under the folder they are given, in sub-folders too, so
 dataset folder (the parent of the `<repeats>_<name>` folders), one such folder, or a regularisation
 folder alike. Hidden files and folders (a name starting with ".", like the caption backups) are
 left out. A caption file is the image's name with the caption extension, beside it (the training
-scan's rule, engine/dataset.py).
+scan's rule, engine/data/dataset.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.dataset import IMAGE_EXTENSIONS
+from engine.data.dataset import IMAGE_EXTENSIONS
 from engine.errors import DatasetError
 
 

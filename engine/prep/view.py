@@ -1,10 +1,10 @@
 """The dataset as training will see it, before training: the numbers of the run's own plan.
 
 Everything is computed by the functions training uses, so the view cannot disagree with the run:
-`engine.plan.make_plan` (folders, repeats, regularisation balancing, buckets, steps) and
-`engine.captions.read_caption` / `count_tags` (each image's caption, its file or its folder's
+`engine.data.plan.make_plan` (folders, repeats, regularisation balancing, buckets, steps) and
+`engine.data.captions.read_caption` / `count_tags` (each image's caption, its file or its folder's
 name, and the tag counts written into the LoRA as ss_tag_frequency, grouped as
-`engine.setup.tag_frequency` does; the tests check the two agree). No torch is imported, so the
+`engine.run.setup.tag_frequency` does; the tests check the two agree). No torch is imported, so the
 wizard can show the view between two questions. On top of them it lists what a user should look at before starting: images
 without a caption file (they are captioned with their folder's name), the most frequent tags (the
 candidates for a trigger word) and the images that will be enlarged to reach their bucket.
@@ -16,8 +16,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import TrainConfig
-from engine.plan import RunPlan, make_plan
+from engine.config.schema import TrainConfig
+from engine.data.plan import RunPlan, make_plan
 
 #: an image enlarged more than this to fill its bucket will look soft: listed as too small
 MAX_UPSCALE = 2.0
@@ -72,7 +72,7 @@ class DatasetSummary:
 
 def summarize(cfg: TrainConfig, top: int = 20) -> DatasetSummary:
     """The summary of `cfg`'s dataset (and regularisation) folders at `cfg`'s bucket settings."""
-    from engine.captions import count_tags, read_caption
+    from engine.data.captions import count_tags, read_caption
 
     plan = make_plan(cfg)
     ds = cfg.dataset
@@ -120,7 +120,7 @@ def summarize(cfg: TrainConfig, top: int = 20) -> DatasetSummary:
 def _resized(item, no_upscale: bool, min_bucket: int) -> ResizedImage | None:
     record, choice = item.record, item.choice
     scale = choice.resized[0] / record.width
-    # lint's rule (engine/lint.py): without upscaling, a side below the smallest bucket trains small
+    # lint's rule (engine/data/lint.py): without upscaling, a side below the smallest bucket trains small
     small_kept = no_upscale and min(record.width, record.height) < min_bucket
     if scale <= 1 and not small_kept:
         return None

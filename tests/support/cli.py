@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.config import TrainConfig
+from engine.config.schema import TrainConfig
 from wizard.app import main
 
 

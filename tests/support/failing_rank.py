@@ -9,10 +9,10 @@ product's own code path.
 import os
 import sys
 
-import engine.step
+import engine.run.step
 
 RANK, AT = int(sys.argv[1]), int(sys.argv[2])
-real_batch_loss = engine.step.batch_loss
+real_batch_loss = engine.run.step.batch_loss
 
 
 def faulty_batch_loss(session, batch, epoch, index):
@@ -21,7 +21,7 @@ def faulty_batch_loss(session, batch, epoch, index):
     return real_batch_loss(session, batch, epoch, index)
 
 
-engine.step.batch_loss = faulty_batch_loss
+engine.run.step.batch_loss = faulty_batch_loss
 
 from wizard.app import main  # noqa: E402
 

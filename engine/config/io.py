@@ -1,0 +1,455 @@
+"""Loading, saving and migrating config files.
+
+One pipeline for every file: read JSON -> migrate to the current version -> drop the skip-list
+fields -> validate once. Migrations are pure functions in `MIGRATIONS`, keyed by the version they
+start from; a file without a `version` is version 0 (a LETS/kohya_ss flat file, or a nested file
+written before configs carried a version). Every failure is a `ConfigError` that names the file, the
+field, the value and the fix; a user never sees a traceback for a bad file.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import enum
+import json
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import ValidationError
+
+from engine.config import rules
+from engine.config.flat_import import FLAT_KEYS, SESSION_KEYS, flat_key_paths, flat_to_nested, is_flat_config
+from engine.config.schema import (
+    CONFIG_VERSION,
+    DEMO_MODEL,
+    SAMPLE_DATASET,
+    SECTIONS,
+    TrainConfig,
+    field_paths,
+    section_model,
+)
+from engine.errors import ConfigError, OutputExistsError
+from engine.fileio import atomic_write_text, next_free_path
+from engine.problems import Problem, errors, render
+
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _v0_to_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 0 is anything written before configs carried a version: a flat LETS/kohya_ss file
+    is mapped onto the sections; a nested file already has the v1 layout and only gets the stamp."""
+    body = {key: value for key, value in data.items() if key != "version"}
+    nested = flat_to_nested(body).nested if is_flat_config(body) else body
+    return {**nested, "version": 1}
+
+
+#: version a file was written with -> function that returns the same config one version later
+MIGRATIONS: dict[int, Migration] = {0: _v0_to_v1}
+
+#: LETS' default `json_load_skip_list` as config fields: what "load a saved config, then ask"
+#: takes from the wizard instead of the file. (LETS' other entries, save_json_folder and
+#: json_load_skip_list, are session keys that no import keeps anyway.)
+DEFAULT_SKIP: tuple[str, ...] = (
+    "dataset.reg_img_folder",  # reg_img_folder
+    "network.network_weights",  # lora_model_for_resume
+    "saving.output_name",  # change_output_name
+    "saving.training_comment",  # training_comment
+)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: TrainConfig
+    source_version: int  # the version the file was written with (0: flat LETS/kohya or unversioned)
+    notes: tuple[str, ...] = ()  # keys an import left out, and why
+
+
+# ----------------------------------------------------------------------------------------- load
+
+
+def load_config(path: Path, skip: Iterable[str] | None = None) -> TrainConfig:
+    """Read a config file (ours of any version, or a LETS/kohya_ss flat JSON) into a TrainConfig.
+
+    `skip` names fields to leave at their defaults (dotted paths like "dataset.reg_img_folder", or
+    LETS key names like "reg_img_folder"); pass `DEFAULT_SKIP` for LETS' "load, then ask" behaviour.
+    """
+    return read_config(path, skip).config
+
+
+def read_config(path: Path, skip: Iterable[str] | None = None) -> LoadedConfig:
+    """`load_config`, plus the version the file had and the import notes (for the wizard to show)."""
+    path = Path(path)
+    return _build(_read_json(path), str(path), skip, from_file=True)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>", skip: Iterable[str] | None = None) -> TrainConfig:
+    """The load pipeline for a dict that is already in memory (the wizard's draft, a test)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config is a JSON object {{...}}, not {type(data).__name__}")
+    return _build(copy.deepcopy(data), source, skip).config
+
+
+def _build(data: dict[str, Any], source: str, skip: Iterable[str] | None, *, from_file: bool = False) -> LoadedConfig:
+    skip_paths = skip_paths_for(skip or ())
+    version = _version_of(data, source)
+    notes: list[str] = []
+    if version == 0 and is_flat_config(data):
+        data = {key: value for key, value in data.items() if not _skipped_flat_key(key, skip_paths)}
+        # Mapped here once for its notes and its errors (which name the file); MIGRATIONS[0] below
+        # repeats the same pure mapping.
+        imported = flat_to_nested(data, source)
+        notes = [f"{source}: {note}" for note in imported.notes]
+        if imported.dropped:
+            notes.append(f"{source}: left out (session settings, or options the file leaves off): "
+                         + ", ".join(imported.dropped))
+    try:
+        data = migrate(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    _drop_paths(data, skip_paths)
+    unnamed = unnamed_inputs(data, skip_paths) if from_file else []
+    cfg, problems = validated(data)
+    if unnamed or problems:
+        raise ConfigError(problems_text(unnamed + problems, source))
+    return LoadedConfig(cfg, version, tuple(notes))  # type: ignore[arg-type]
+
+
+#: what a config file must name itself: their defaults are the built-in demo model and sample
+#: dataset, which only the wizard's defaults and the `demo` command should ever mean
+MUST_NAME: dict[str, str] = {
+    "model.base_model": "set it to your base model (a .safetensors/.ckpt file or a diffusers folder), "
+    f"or {DEMO_MODEL} for the built-in demo model",
+    "dataset.img_folder": "set it to the folder that holds your <repeats>_<name> image folders, "
+    f"or {SAMPLE_DATASET} for the generated sample dataset",
+}
+
+
+def unnamed_inputs(data: dict[str, Any], skip_paths: frozenset[str]) -> list[Problem]:
+    """A file that does not name its base model or its images (an imported preset, a hand-written
+    file) must not train the built-in demo on the sample images without a word. Skipped fields are
+    not asked of the file: the wizard asks them again."""
+    problems = []
+    for path, fix in MUST_NAME.items():
+        section, name = path.split(".")
+        if path in skip_paths or section in skip_paths:
+            continue
+        holder = data.get(section)
+        if not isinstance(holder, dict) or holder.get(name) is None:
+            problems.append(Problem(path, "the file does not name it", fix))
+    return problems
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # tolerate the BOM Windows editors write
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; check the path (saved configs are in saved_configs/)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; give the path of a .json config file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied; make the file readable") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8 JSON") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)
+    except json.JSONDecodeError as exc:
+        hint = " (LETS' later TOML files are not read; use a JSON config)" if path.suffix.lower() == ".toml" else ""
+        raise ConfigError(
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix the file there{hint}"
+        ) from None
+    except _BadJson as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: a config is a JSON object {{...}} at the top level, not a {type(data).__name__}; "
+            "wrap the settings in braces"
+        )
+    return data
+
+
+class _BadJson(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _BadJson(f"the key {key!r} appears twice in one object; keep one (JSON readers keep either)")
+        out[key] = value
+    return out
+
+
+def _no_nan(name: str) -> Any:
+    raise _BadJson(f"{name} is not a number a config can hold; write a finite number")
+
+
+# ------------------------------------------------------------------------------------ migration
+
+
+def _version_of(data: dict[str, Any], source: str) -> int:
+    version = data.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ConfigError(f"{source}: version = {version!r}: must be a whole number; this build writes {CONFIG_VERSION}")
+    if version > CONFIG_VERSION:
+        raise ConfigError(
+            f"{source}: version = {version}: the file was written by a newer lora-wizard; this build reads "
+            f"versions up to {CONFIG_VERSION}. Update lora-wizard to load it"
+        )
+    return version
+
+
+def migrate(
+    data: dict[str, Any],
+    *,
+    migrations: dict[int, Migration] | None = None,
+    current: int = CONFIG_VERSION,
+) -> dict[str, Any]:
+    """Apply migrations until `data` is at version `current`. Pure: returns a new dict."""
+    table = MIGRATIONS if migrations is None else migrations
+    version = data.get("version", 0)
+    if version > current:
+        raise ConfigError(f"version {version} is newer than this build's {current}; update lora-wizard")
+    while version < current:
+        if version not in table:
+            raise ConfigError(f"no migration from config version {version}; re-create the config with the wizard")
+        data = table[version](copy.deepcopy(data))
+        if data.get("version") != version + 1:
+            raise RuntimeError(f"the migration from version {version} must return version {version + 1}")
+        version += 1
+    return data
+
+
+# ------------------------------------------------------------------------------------ skip list
+
+
+def skip_paths_for(skip: Iterable[str]) -> frozenset[str]:
+    """Dotted paths (or whole sections) for a skip list of dotted paths and LETS/kohya key names."""
+    if isinstance(skip, str):
+        skip = [skip]
+    paths: set[str] = set()
+    unknown: list[str] = []
+    known = set(field_paths())
+    for entry in skip:
+        if entry in known or entry in SECTIONS:
+            paths.add(entry)
+        elif flat_key_paths(entry):
+            paths.update(flat_key_paths(entry))
+        elif entry not in SESSION_KEYS:  # LETS' default list names them; nothing to drop
+            unknown.append(entry)
+    if unknown:
+        raise ConfigError(
+            "skip list: "
+            + "; ".join(f"{entry!r} is not a config field or LETS key; {_suggest(entry) or 'remove it'}" for entry in unknown)
+        )
+    return frozenset(paths)
+
+
+def _skipped_flat_key(key: str, skip_paths: frozenset[str]) -> bool:
+    targets = flat_key_paths(key)
+    return bool(targets) and all(t in skip_paths or t.split(".")[0] in skip_paths for t in targets)
+
+
+def _drop_paths(data: dict[str, Any], skip_paths: frozenset[str]) -> None:
+    for path in skip_paths:
+        section, _, name = path.partition(".")
+        if not name:
+            data.pop(section, None)
+        elif isinstance(data.get(section), dict):
+            data[section].pop(name, None)
+
+
+# ----------------------------------------------------------------------------------- validation
+
+
+def validate(data: dict[str, Any], source: str) -> TrainConfig:
+    """`TrainConfig.model_validate` and the rulebook's config rules, with every problem of the
+    file (unknown keys, bad values, contradicting fields) reported together in one ConfigError."""
+    cfg, problems = validated(data)
+    if problems:
+        raise ConfigError(problems_text(problems, source))
+    return cfg  # type: ignore[return-value]
+
+
+def validated(data: dict[str, Any]) -> tuple[TrainConfig | None, list[Problem]]:
+    """The config, or every problem that stops it. When some fields are invalid, the rules between
+    fields are still checked on the rest (the invalid ones at their defaults), so one round of
+    fixing is enough; a rule about a field that is itself invalid waits for its value."""
+    try:
+        cfg = TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = field_problems(exc, data)
+        bad = {p.where for p in problems}
+        rest = _without(data, [tuple(e["loc"][:2]) for e in exc.errors()])
+        try:
+            partial = TrainConfig.model_validate(rest)
+        except ValidationError:
+            return None, problems
+        return None, problems + [p for p in errors(rules.check(partial)) if p.where not in bad]
+    problems = errors(rules.check(cfg))
+    return (None, problems) if problems else (cfg, [])
+
+
+def problems_text(problems: list[Problem], source: str) -> str:
+    """One line per problem, each naming the file, as the loader, preflight and the wizard show them."""
+    if len(problems) == 1:
+        return render(problems[0], source)
+    lines = "\n".join(f"  - {render(p, source)}" for p in problems)
+    return f"{len(problems)} problems in {source}:\n{lines}"
+
+
+def _without(data: dict[str, Any], locs: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """`data` less the (section, field) entries named; a bad section is dropped whole."""
+    out = copy.deepcopy(data)
+    for loc in locs:
+        section = out.get(loc[0]) if loc else None
+        if len(loc) == 1 or not isinstance(section, dict):
+            out.pop(loc[0], None)
+        else:
+            section.pop(loc[1], None)
+    return out
+
+
+def field_problems(exc: ValidationError, data: dict[str, Any]) -> list[Problem]:
+    """One problem per field pydantic refused (the members of a union merged into one)."""
+    by_field: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for error in exc.errors():
+        by_field.setdefault(tuple(error["loc"][:2]), []).append(error)
+    problems: list[Problem] = []
+    for loc, errs in by_field.items():
+        paths = {_dotted(e["loc"]) for e in errs}
+        if len(paths) == 1:
+            problems.append(field_problem(paths.pop(), errs[0].get("input"), errs))
+        else:  # the members of a union complain about different parts: show the whole field
+            problems.append(field_problem(_dotted(loc), _lookup(data, loc), errs))
+    return problems
+
+
+def _lookup(data: dict[str, Any], loc: tuple[Any, ...]) -> Any:
+    value: Any = data
+    for key in loc:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    """('dataset', 'resolution', 'tuple[int, int]', 0) -> 'dataset.resolution[0]'."""
+    parts = [str(loc[0])]
+    if len(loc) > 1:
+        parts.append(f".{loc[1]}")
+    for item in loc[2:]:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")  # string items are pydantic's names of union members
+    return "".join(parts)
+
+
+def field_problem(path: str, value: Any, errs: list[dict[str, Any]]) -> Problem:
+    """A field pydantic refused: the value as written, what is wrong, and what it accepts."""
+    if errs[0]["type"] == "extra_forbidden":
+        return Problem(path, "unknown key", _suggest(path) or "remove it", value)
+    if all(e["type"] in ("enum", "literal_error") for e in errs):
+        return Problem(path, "not one of the choices", f"use {describe_field(path)}", value)
+    what = " or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errs))
+    if any(e["type"] == "value_error" for e in errs):
+        return Problem(path, what, "", value)  # our validators' messages already say what to write
+    if errs[0]["type"] == "missing":
+        return Problem(path, "missing", f"give {describe_field(path)}")
+    return Problem(path, what, f"use {describe_field(path)}", value)
+
+
+def _suggest(path: str) -> str:
+    """'did you mean ...?' for an unknown key: close spellings, the same name in another section,
+    and the config name of a LETS/kohya key."""
+    name = path.rsplit(".", 1)[-1]
+    known = field_paths()
+    leaves = {p.rsplit(".", 1)[-1] for p in known}
+    close = [FLAT_KEYS[name].path] if name in FLAT_KEYS else []
+    close += difflib.get_close_matches(path, known + list(SECTIONS), n=3, cutoff=0.8)
+    close += [p for leaf in difflib.get_close_matches(name, leaves, n=2, cutoff=0.75) for p in known if p.endswith("." + leaf)]
+    close = list(dict.fromkeys(close))[:3]
+    return f"did you mean {' or '.join(close)}?" if close else ""
+
+
+def describe_field(path: str) -> str:
+    """What a field accepts, from its type and constraints: 'a whole number >= 1 and <= 1024'."""
+    section, _, rest = path.partition(".")
+    name = rest.split("[", 1)[0]
+    if section not in SECTIONS:
+        return "a field of the config" if section != "version" else f"{CONFIG_VERSION}"
+    if not name:
+        return f"an object with the {section} fields"
+    info = section_model(section).model_fields.get(name)
+    if info is None:
+        return "a known field"
+    bounds = [f"{sign} {getattr(item, attr)}" for item in info.metadata for kind, sign, attr in _BOUNDS if isinstance(item, kind)]
+    text = _describe_type(info.annotation)
+    if bounds:
+        text += " " + " and ".join(bounds)
+    return text + (f" ({info.description})" if info.description else "")
+
+
+_BOUNDS = ((Ge, ">=", "ge"), (Gt, ">", "gt"), (Le, "<=", "le"), (Lt, "<", "lt"))
+
+
+def _describe_type(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe_type(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (", or null" if type(None) in args else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if origin is list:
+        return "a list of " + {int: "whole numbers", float: "numbers"}.get(args[0], _describe_type(args[0]))
+    if origin is tuple:
+        return "[width, height]" if args == (int, int) else "a list"
+    if origin is dict:
+        return "an object of name: value pairs"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of " + ", ".join(json.dumps(m.value) for m in annotation)
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text", Path: "a path"}
+    return names.get(annotation, str(annotation))
+
+
+# ----------------------------------------------------------------------------------------- save
+
+
+def dump_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as JSON-ready data: paths as strings, enums as their values, version included."""
+    return cfg.model_dump(mode="json")
+
+
+def save_config(cfg: TrainConfig, folder: Path, name: str | None = None, *, now: datetime | None = None) -> Path:
+    """Write `<name or saving.output_name or 'config'>-<YYYYmmdd-HHMMSS>.json` into `folder`.
+
+    Atomic (a temp file renamed into place) and never over an existing file: a second save in the
+    same second gets `-2`, `-3`, ... The config is re-validated first, so a file that `load_config`
+    would refuse is never written (a `model_copy(update=...)` skips validation).
+    """
+    data = dump_config(cfg)
+    validate(data, "the config to save")
+    stem = _file_stem(name or cfg.saving.output_name or "config")
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    for _ in range(100):  # another writer may take the free name between the check and the rename
+        path = next_free_path(Path(folder) / f"{stem}-{stamp}.json")
+        try:
+            return atomic_write_text(path, text)
+        except OutputExistsError:
+            continue
+    raise OutputExistsError(f"{folder}: could not find a free file name for {stem}-{stamp}.json")
+
+
+def _file_stem(name: str) -> str:
+    stem = name.strip().removesuffix(".json")
+    bad = sorted(set('/\\:*?"<>|') & set(stem))
+    if not stem or bad or stem in (".", ".."):
+        raise ConfigError(f"config name {name!r}: use a plain file name without {''.join(bad) or 'blanks'}")
+    return stem

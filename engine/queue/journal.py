@@ -1,0 +1,411 @@
+"""The overnight queue: runs one config after another and never loses or repeats a run.
+
+A journal on disk records each run's state, `pending -> running -> done | failed | interrupted`. It
+is one small JSON file, rewritten atomically at every change (engine.fileio.atomic_write_text), so
+after a crash, a `kill -9` or a reboot it holds the state from just before or just after the change:
+
+* `queue --folder DIR`: `DIR/.lora-wizard-queue.json`, beside the configs it is about.
+* `queue a.json b.json`: `./lora-wizard-queue.json` in the working folder (as nohup.out), so
+  `queue --resume` run from the same place finds it without being told the list again.
+
+A run is keyed by its config's path and the SHA-256 of its content: an edited config is a new run.
+`--resume` marks a run found `running` as interrupted (its process died; its partial run folder is
+kept), then trains every run that is pending or interrupted, each into a new `run<N>/`; done and
+failed runs are not trained again (a failure names what to change: edit the config, which makes it a
+new run). In folder mode the folder is the to-do list, as in LETS: a finished config moves to
+`DIR/complete/`, a failed one to `DIR/failed/` with its error beside it, and a config put back into
+DIR (or edited) is trained again. A run that raises is recorded and the queue goes on; a stop
+request (Ctrl-C) ends the current run with an `-interrupted` save and stops the queue. With
+`queue --skip-invalid`, a config that preflight refuses is recorded failed (its problems as the
+reason; no run folder is made) and moved to `failed/` like a run that failed; the others train.
+
+A lock on the journal's folder (flock, released by the OS when the process dies) keeps two queues
+off one journal, which is what makes "found running" mean "its process died".
+
+No printing here: the front-end passes a QueueListener that renders each run.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from engine.errors import ConfigError, LoraWizardError
+from engine.events import Reporter, RunResult, StopSignal
+from engine.fileio import atomic_write_text, next_free_path, next_run_dir
+from engine.queue.preflight import PlannedRun
+from engine.queue.runner import release_memory, run_one
+from engine.run.distributed import is_main_process, launched_processes, shared_path
+
+JOURNAL_VERSION = 1
+FOLDER_JOURNAL = ".lora-wizard-queue.json"
+LIST_JOURNAL = "lora-wizard-queue.json"
+COMPLETE_DIR, FAILED_DIR = "complete", "failed"
+
+
+class RunState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+FINISHED = (RunState.DONE, RunState.FAILED)  # a resume does not train these again
+TO_TRAIN = (RunState.PENDING, RunState.INTERRUPTED)
+
+
+@dataclass
+class Entry:
+    """One run of the queue, as the journal records it."""
+
+    config: str  # the config file's absolute path when it was queued (or "demo", "wizard")
+    sha256: str
+    state: RunState = RunState.PENDING
+    reason: str | None = None  # why it failed or was interrupted
+    run_dir: str | None = None  # the latest attempt's folder
+    files: list[str] = field(default_factory=list)
+    steps: int = 0
+    total_steps: int = 0
+    seconds: float = 0.0
+    attempts: int = 0
+    moved_to: str | None = None  # folder mode: where the config went (complete/ or failed/)
+    started: str | None = None
+    finished: str | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.config).name
+
+
+@dataclass
+class Journal:
+    path: Path | None  # None: kept in memory only (demo, replay and the wizard's runs)
+    folder: Path | None = None  # folder mode: finished configs are moved out of it
+    output: str | None = None  # --output given when the queue was made; a resume keeps it
+    entries: list[Entry] = field(default_factory=list)
+
+    def save(self) -> None:
+        if self.path is None or not is_main_process():
+            return
+        data = {
+            "version": JOURNAL_VERSION,
+            "folder": None if self.folder is None else str(self.folder),
+            "output": self.output,
+            "updated": _now(),
+            "runs": [asdict(e) for e in self.entries],
+        }
+        atomic_write_text(self.path, json.dumps(data, indent=1) + "\n", overwrite=True)
+
+    @classmethod
+    def load(cls, path: Path) -> Journal:
+        fix = f"delete {path} to start the queue over (finished runs keep their run folders)"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("version") != JOURNAL_VERSION:
+                raise ValueError(f"version {data.get('version')!r}, this build reads {JOURNAL_VERSION}")
+            entries = [Entry(**{**run, "state": RunState(run["state"])}) for run in data["runs"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path}: not a queue journal this build can read ({exc}); {fix}") from None
+        folder = data.get("folder")
+        return cls(path, None if folder is None else Path(folder), data.get("output"), entries)
+
+    def find(self, config: Path, sha256: str) -> Entry | None:
+        """The run of this config content that is still about this file (not moved out of DIR)."""
+        key = str(config.resolve())
+        return next((e for e in self.entries if e.config == key and e.sha256 == sha256 and e.moved_to is None), None)
+
+    def unfinished(self) -> list[Entry]:
+        return [e for e in self.entries if e.state not in FINISHED]
+
+
+@dataclass
+class QueueSetup:
+    journal: Journal
+    todo: list[Entry]  # to train now, in order
+    notes: list[str]  # what was skipped or dropped, and why, for the user
+
+
+def journal_path(folder: Path | None, cwd: Path | None = None) -> Path:
+    if folder is not None:
+        return Path(folder).resolve() / FOLDER_JOURNAL
+    return (cwd or Path.cwd()).resolve() / LIST_JOURNAL
+
+
+def folder_configs(folder: Path) -> list[Path]:
+    """The folder's config files in name order (hidden files, such as the journal, are not configs)."""
+    return sorted(p for p in Path(folder).glob("*.json") if p.is_file() and not p.name.startswith("."))
+
+
+def file_sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read this config ({exc.strerror}); check the path") from None
+
+
+def new_queue(path: Path, configs: list[Path], folder: Path | None = None, output: str | None = None) -> QueueSetup:
+    """A fresh queue of these configs (saved only when it starts). Refuses while the journal at
+    `path` records a queue that did not finish, so a run is never trained twice by mistake."""
+    if path.exists():
+        left = Journal.load(path).unfinished()
+        if left:
+            listed = ", ".join(f"{e.name} {e.state.value}" for e in left)
+            raise ConfigError(
+                f"{path}: the last queue here did not finish ({listed}); add --resume to carry on "
+                f"with it, or delete {path.name} to start over"
+            )
+    seen: set[str] = set()
+    for p in configs:
+        key = str(Path(p).resolve())
+        if key in seen:
+            raise ConfigError(f"{p} is listed twice; a queue trains each config once: copy it under another name to train it twice")
+        seen.add(key)
+    journal = Journal(path, None if folder is None else Path(folder).resolve(), output)
+    journal.entries = [Entry(str(Path(p).resolve()), file_sha256(p)) for p in configs]
+    return QueueSetup(journal, list(journal.entries), [])
+
+
+def resume_queue(path: Path, folder: Path | None = None, configs: list[Path] | None = None) -> QueueSetup:
+    """Carry on with the queue recorded at `path`: what is to train now, and notes on the rest.
+
+    Nothing is saved here (a dry run changes nothing); the journal is saved when the queue starts.
+    """
+    if not path.exists():
+        if folder is not None:  # nothing recorded yet: the folder is the queue
+            setup = new_queue(path, folder_configs(folder), folder)
+            setup.notes.append(f"no journal at {path}: starting the folder's queue")
+            return setup
+        raise ConfigError(f"nothing to resume: no queue journal at {path}; run `queue CONFIG...` (or --folder DIR) without --resume")
+    journal = Journal.load(path)
+    notes: list[str] = []
+    for entry in journal.entries:
+        if entry.state == RunState.RUNNING:
+            entry.state = RunState.INTERRUPTED
+            entry.reason = f"the queue's process ended during this run (crash, kill or reboot); its folder {entry.run_dir} is kept"
+    if folder is not None:
+        files = folder_configs(folder)
+    elif configs:
+        files = [Path(p) for p in configs]
+    else:  # the journal's own list
+        files = list(dict.fromkeys(Path(e.config) for e in journal.entries if e.state in TO_TRAIN))
+    todo: list[Entry] = []
+    current: list[Entry] = []
+    for file in files:
+        sha = file_sha256(file)
+        entry = journal.find(file, sha)
+        if entry is None:  # new, edited, or put back into the folder after it finished
+            entry = Entry(str(file.resolve()), sha)
+            journal.entries.append(entry)
+        current.append(entry)
+        if entry.state in TO_TRAIN:
+            todo.append(entry)
+    retry = "edit it, or put it back into the folder," if folder is not None else "edit it"
+    queued = {e.config for e in todo}
+    for entry in journal.entries:
+        if entry.state == RunState.DONE and entry in current:
+            notes.append(f"{entry.name}: done before ({entry.run_dir}), not trained again")
+        elif entry.state == RunState.FAILED and entry.config not in queued:
+            notes.append(f"{entry.name}: failed before ({entry.reason}); {retry} to train it again")
+    for entry in [e for e in journal.entries if e.state in TO_TRAIN and e not in current]:
+        journal.entries.remove(entry)  # no longer queued: removed from the folder or the list, or edited
+        kept = f"; its folder {entry.run_dir} is kept" if entry.run_dir else ""
+        notes.append(f"{entry.name} ({entry.state.value}) is no longer in the queue as it was (removed or edited){kept}")
+    return QueueSetup(journal, todo, notes)
+
+
+@contextmanager
+def queue_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the journal's folder while a queue uses the journal."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; run one queue per folder
+        yield
+        return
+    if not is_main_process():  # the other processes of a multi-process run never touch the journal
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"another lora-wizard queue is running with the journal {path}; wait for it to finish or stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def forecast_run_dirs(runs: list[PlannedRun]) -> list[Path]:
+    """The run<N> folder each run will get if nothing else writes there first (for the plan)."""
+    taken: dict[Path, int] = {}
+    out = []
+    for run in runs:
+        parent = Path(run.config.saving.output_folder).expanduser()
+        if parent not in taken:
+            numbers = [int(m.group(1)) for p in (parent.iterdir() if parent.is_dir() else []) if (m := re.match(r"^run(\d+)$", p.name))]
+            taken[parent] = max(numbers, default=0)
+        taken[parent] += 1
+        out.append(parent / f"run{taken[parent]}")
+    return out
+
+
+class QueueListener(Protocol):
+    def starting(self, entry: Entry, run: PlannedRun, number: int, count: int) -> Reporter:
+        """A run begins; return the reporter for its progress."""
+        ...
+
+    def ended(self, entry: Entry, result: RunResult | None) -> None:
+        """A run ended (entry.state says how; result is None when it raised)."""
+        ...
+
+
+def run_queue(
+    journal: Journal,
+    runs: list[tuple[Entry, PlannedRun]],
+    listener: QueueListener,
+    stop: StopSignal,
+    invalid: Sequence[tuple[Entry, list[str]]] = (),
+) -> None:
+    """Train the runs in order. A run that raises is recorded as failed and the next one starts; a
+    stop request ends the current run (saved as -interrupted) and the queue. A second Ctrl-C
+    (KeyboardInterrupt) is recorded as interrupted and passed on.
+
+    `invalid` (queue --skip-invalid): runs that preflight refused, with their problems. They are
+    recorded as failed before the first run starts, with the problems as the reason, and in
+    folder mode moved to failed/ with the problems beside them, as a run that failed."""
+    for entry, problems in invalid:  # an earlier attempt's run_dir (a resume) is kept in the record
+        _finish(entry, RunState.FAILED, "not trained, the config has problems: " + "; ".join(problems), time.monotonic())
+    journal.save()
+    for entry in journal.entries:
+        _move_finished_config(journal, entry)  # a crash may have come between "done" and the move
+    for number, (entry, run) in enumerate(runs, start=1):
+        if stop.requested:
+            break
+        _run_entry(journal, entry, run, listener, stop, number, len(runs))
+        release_memory()
+
+
+def _run_entry(journal: Journal, entry: Entry, run: PlannedRun, listener: QueueListener, stop: StopSignal, number: int, count: int) -> None:
+    previous_run_dir = entry.run_dir  # an earlier attempt's folder, when this is a retry
+    run_dir = shared_path(lambda: next_run_dir(Path(run.config.saving.output_folder).expanduser()))
+    entry.state, entry.reason, entry.run_dir, entry.files = RunState.RUNNING, None, str(run_dir), []
+    entry.steps, entry.total_steps, entry.seconds, entry.finished = 0, run.plan.total_steps, 0.0, None
+    entry.attempts += 1
+    entry.started = _now()
+    journal.save()
+    started = time.monotonic()  # the whole run, model loading and latent caching included
+    reporter = listener.starting(entry, run, number, count)
+    run = _resume_from_last_state(previous_run_dir, run, reporter)
+    result = None
+    try:
+        result = run_one(run, reporter, stop, run_dir=run_dir)
+    except KeyboardInterrupt:
+        _finish(entry, RunState.INTERRUPTED, "stopped at once by a second Ctrl-C: nothing was saved for this run", started)
+        journal.save()
+        listener.ended(entry, None)
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolate the failure: record it, free its memory, go on
+        _finish(entry, RunState.FAILED, _reason(exc, run_dir), started)
+        if is_main_process():
+            _write_error(run_dir / "error.txt", entry, exc)
+        if launched_processes() > 1:
+            journal.save()
+            raise  # the other processes wait on this one: end them all (the launcher does) with this error
+    else:
+        _finish(entry, RunState(result.status), result.error, started)
+        entry.files = [str(f) for f in result.files]
+        entry.steps = result.steps
+        if result.status == RunState.INTERRUPTED:
+            entry.reason = f"stopped after step {result.steps} of {result.total_steps}; the LoRA so far is saved"
+    journal.save()
+    listener.ended(entry, result)
+    _move_finished_config(journal, entry)
+
+
+def _resume_from_last_state(previous_run_dir: str | None, run: PlannedRun, reporter: Reporter) -> PlannedRun:
+    """A retried run that saved training states (saving.save_state) goes on from its newest one
+    instead of starting over: an interrupted or killed night costs minutes, not the run."""
+    from engine.config.schema import TrainConfig
+    from engine.run.state import latest_state
+
+    if previous_run_dir is None or not run.config.saving.save_state or run.config.saving.resume is not None:
+        return run
+    state = latest_state(Path(previous_run_dir))
+    if state is None:
+        return run
+    data = run.config.model_dump(mode="json")
+    data["saving"]["resume"] = str(state)
+    reporter.notice(f"resuming from {state} (the last state the earlier attempt saved)")
+    return PlannedRun(run.source, TrainConfig.model_validate(data), run.plan)
+
+
+def _finish(entry: Entry, state: RunState, reason: str | None, started: float) -> None:
+    entry.state, entry.reason, entry.finished = state, reason, _now()
+    entry.seconds = round(time.monotonic() - started, 1)
+
+
+# OSErrors that come from the machine (a full or read-only disk, permissions), not from a bug
+_DISK_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EIO") if hasattr(errno, name)}
+
+
+def _reason(exc: Exception, run_dir: Path) -> str:
+    if isinstance(exc, LoraWizardError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return (
+            f"could not write a file: {exc.strerror}{where}; free disk space or fix the output folder's "
+            f"permissions, then train this config again (details in {run_dir / 'error.txt'})"
+        )
+    return (
+        f"unexpected error {type(exc).__name__}: {exc} (a bug in lora-wizard rather than in the config; "
+        f"the traceback is in {run_dir / 'error.txt'})"
+    )
+
+
+def _write_error(path: Path, entry: Entry, exc: Exception) -> Path:
+    text = f"config: {entry.config}\nrun folder: {entry.run_dir}\nfailed: {entry.finished}\n\n{entry.reason}\n"
+    if not isinstance(exc, LoraWizardError):
+        text += "\n" + "".join(traceback.format_exception(exc))
+    return atomic_write_text(next_free_path(path), text)
+
+
+def _move_finished_config(journal: Journal, entry: Entry) -> None:
+    """Folder mode: a done config goes to DIR/complete/, a failed one to DIR/failed/ with
+    `<name>.error.txt` beside it. Never over an existing file."""
+    config = Path(entry.config)
+    if not is_main_process() or journal.folder is None or entry.state not in FINISHED or entry.moved_to is not None or not config.is_file():
+        return
+    target_dir = journal.folder / (COMPLETE_DIR if entry.state == RunState.DONE else FAILED_DIR)
+    target_dir.mkdir(exist_ok=True)
+    target = next_free_path(target_dir / config.name)
+    config.rename(target)
+    entry.moved_to = str(target)
+    journal.save()
+    if entry.state == RunState.FAILED:
+        error = None if entry.run_dir is None else Path(entry.run_dir) / "error.txt"
+        if error is not None and error.is_file():
+            details = error.read_text(encoding="utf-8")
+        else:  # no run folder: refused by preflight (--skip-invalid), or the error file was lost
+            details = f"config: {entry.config}\nfailed: {entry.finished}\n\n{entry.reason}\n"
+        atomic_write_text(next_free_path(target.with_name(f"{target.stem}.error.txt")), details)
+
+
+def _now() -> str:
+    return datetime.now().isoformat(timespec="seconds")

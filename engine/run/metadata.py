@@ -1,0 +1,192 @@
+"""The `ss_*` and `modelspec.*` metadata written into a LoRA, as sd-scripts writes them.
+
+A1111's LoRA tab, the additional-networks extension, Civitai and metadata viewers read these keys,
+so names and value formats follow sd-scripts' train_network.py (every value a string). The mapping
+from our config vocabulary to the kohya keys lives here, once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from engine.config.schema import ModelFamily, NetworkType, TrainConfig
+from engine.data.plan import RunPlan
+
+#: what --no_metadata keeps (sd-scripts' SS_METADATA_MINIMUM_KEYS) - enough for UIs to filter by model
+MINIMUM_KEYS = ("ss_v2", "ss_base_model_version", "ss_network_module", "ss_network_dim", "ss_network_alpha", "ss_network_args")
+
+BASE_MODEL_VERSION = {ModelFamily.SD1: "sd_v1", ModelFamily.SD2: "sd_v2", ModelFamily.SDXL: "sdxl_base_v1-0"}
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the metadata needs beyond the config and the plan."""
+
+    family: ModelFamily
+    session_id: int
+    started_at: float  # unix time
+    optimizer: str  # ss_optimizer, e.g. "torch.optim.adamw.AdamW(weight_decay=0.1)"
+    tag_frequency: dict[str, dict[str, int]]
+    network_args: dict[str, str]
+
+
+def architecture(family: ModelFamily, v_parameterization: bool) -> str:
+    if family == ModelFamily.SDXL:
+        return "stable-diffusion-xl-v1-base/lora"
+    if family == ModelFamily.SD2:
+        return "stable-diffusion-v2-768-v/lora" if v_parameterization else "stable-diffusion-v2-512/lora"
+    return "stable-diffusion-v1/lora"
+
+
+def modelspec(cfg: TrainConfig, facts: RunFacts) -> dict[str, str]:
+    width, height = cfg.dataset.width_height
+    tr = cfg.training
+    spec = {
+        "modelspec.sai_model_spec": "1.0.1",
+        "modelspec.architecture": architecture(facts.family, cfg.model.v_parameterization),
+        # sd-scripts marks SD1/SD2 LoRA as diffusers-style and SDXL LoRA as SGM-style implementations
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models"
+        if facts.family == ModelFamily.SDXL
+        else "diffusers",
+        "modelspec.title": cfg.saving.output_name or f"LoRA@{facts.started_at}",
+        "modelspec.resolution": f"{width}x{height}",
+        "modelspec.date": datetime.fromtimestamp(int(facts.started_at)).isoformat(),
+        "modelspec.prediction_type": "v" if cfg.model.v_parameterization else "epsilon",
+        "modelspec.encoder_layer": str(cfg.model.clip_skip),
+    }
+    if tr.min_timestep != 0 or tr.max_timestep != 1000:
+        spec["modelspec.timestep_range"] = f"{tr.min_timestep},{tr.max_timestep}"
+    return spec
+
+
+def _dirs(subsets) -> str:
+    return json.dumps({s.folder.name: {"n_repeats": s.repeats, "img_count": len(s.images)} for s in subsets})
+
+
+def bucket_info(plan: RunPlan) -> dict:
+    return {
+        "buckets": {
+            i: {"resolution": list(reso), "count": count} for i, (reso, count) in enumerate(plan.bucket_counts.items())
+        }
+    }
+
+
+def training_metadata(cfg: TrainConfig, plan: RunPlan, facts: RunFacts) -> dict[str, str]:
+    """Everything known when training starts; `per_save` adds the epoch/step of each file."""
+    opt, tr, ds, net = cfg.optim, cfg.training, cfg.dataset, cfg.network
+    base_version = BASE_MODEL_VERSION[facts.family]
+    if facts.family == ModelFamily.SD2 and cfg.model.v_parameterization:
+        base_version += "_v"
+    model_path = Path(cfg.model.base_model)
+    values: dict[str, object] = {
+        "ss_session_id": facts.session_id,
+        "ss_training_started_at": facts.started_at,
+        "ss_output_name": cfg.saving.output_name,
+        "ss_learning_rate": opt.learning_rate,
+        "ss_text_encoder_lr": opt.text_encoder_lr,
+        "ss_unet_lr": opt.unet_lr,
+        "ss_num_train_images": plan.num_train_images,
+        "ss_num_validation_images": 0,
+        "ss_num_reg_images": plan.num_reg_images,
+        "ss_num_batches_per_epoch": plan.batches_per_epoch,
+        "ss_num_epochs": plan.epochs,
+        "ss_gradient_checkpointing": opt.gradient_checkpointing,
+        "ss_gradient_accumulation_steps": opt.gradient_accumulation_steps,
+        "ss_max_train_steps": plan.total_steps,
+        "ss_lr_warmup_steps": plan.warmup_steps,
+        "ss_lr_scheduler": opt.lr_scheduler.value,
+        # LoCon is sd-scripts' LoRA module with conv ranks, so it keeps the same module name
+        "ss_network_module": "networks.lora" if net.type in (NetworkType.LORA, NetworkType.LOCON) else "lycoris.kohya",
+        "ss_network_dim": net.dim,
+        "ss_network_alpha": net.alpha,
+        "ss_network_dropout": net.dropout,
+        "ss_mixed_precision": opt.mixed_precision.value,
+        "ss_full_fp16": opt.full_fp16,
+        "ss_v2": facts.family == ModelFamily.SD2,
+        "ss_base_model_version": base_version,
+        "ss_clip_skip": cfg.model.clip_skip,
+        "ss_max_token_length": cfg.model.max_token_length,
+        "ss_cache_latents": ds.cache_latents,
+        "ss_seed": tr.seed,
+        "ss_lowram": cfg.model.lowram,
+        "ss_noise_offset": tr.noise_offset or None,
+        "ss_multires_noise_iterations": tr.multires_noise_iterations or None,
+        "ss_multires_noise_discount": tr.multires_noise_discount,
+        "ss_adaptive_noise_scale": tr.adaptive_noise_scale,
+        "ss_zero_terminal_snr": tr.zero_terminal_snr,
+        "ss_training_comment": cfg.saving.training_comment,
+        "ss_sd_scripts_commit_hash": "lora-wizard",
+        "ss_optimizer": facts.optimizer,
+        "ss_max_grad_norm": opt.max_grad_norm,
+        "ss_caption_dropout_rate": ds.caption_dropout_rate or None,
+        "ss_caption_dropout_every_n_epochs": ds.caption_dropout_every_n_epochs or None,
+        "ss_caption_tag_dropout_rate": ds.caption_tag_dropout_rate or None,
+        "ss_face_crop_aug_range": None,
+        "ss_prior_loss_weight": ds.prior_loss_weight,
+        "ss_min_snr_gamma": tr.min_snr_gamma,
+        "ss_scale_weight_norms": opt.scale_weight_norms,
+        "ss_ip_noise_gamma": tr.ip_noise_gamma,
+        "ss_debiased_estimation": tr.debiased_estimation_loss,
+        "ss_noise_offset_random_strength": tr.noise_offset_random_strength,
+        "ss_ip_noise_gamma_random_strength": False,
+        "ss_loss_type": tr.loss_type.value,
+        "ss_huber_schedule": tr.huber_schedule.value,
+        "ss_huber_scale": 1.0,
+        "ss_huber_c": tr.huber_c if tr.huber_c is not None else 0.1,
+        "ss_fp8_base": False,
+        "ss_fp8_base_unet": False,
+        "ss_batch_size_per_device": plan.batch_size,
+        "ss_total_batch_size": plan.effective_batch,
+        "ss_resolution": tuple(ds.width_height),
+        "ss_color_aug": ds.color_aug,
+        "ss_flip_aug": ds.flip_aug,
+        "ss_random_crop": ds.random_crop,
+        "ss_shuffle_caption": ds.shuffle_caption,
+        "ss_enable_bucket": ds.enable_bucket,
+        "ss_bucket_no_upscale": ds.bucket_no_upscale,
+        "ss_min_bucket_reso": ds.min_bucket_reso,
+        "ss_max_bucket_reso": ds.max_bucket_reso,
+        "ss_keep_tokens": ds.keep_tokens,
+        "ss_dataset_dirs": _dirs(plan.subsets),
+        "ss_reg_dataset_dirs": _dirs(plan.reg_subsets),
+        "ss_tag_frequency": json.dumps(facts.tag_frequency),
+        "ss_bucket_info": json.dumps(bucket_info(plan)),
+        "ss_sd_model_name": model_path.name if model_path.exists() else cfg.model.base_model,
+    }
+    if facts.network_args:
+        values["ss_network_args"] = json.dumps(facts.network_args)
+    if cfg.model.vae is not None:
+        values["ss_vae_name"] = cfg.model.vae.name
+    metadata = {key: str(value) for key, value in values.items()}
+    metadata.update(modelspec(cfg, facts))
+    if cfg.saving.no_metadata:
+        metadata = {k: v for k, v in metadata.items() if k in MINIMUM_KEYS or k.startswith("modelspec.")}
+    return metadata
+
+
+def per_save(metadata: dict[str, str], epoch: int, step: int, no_metadata: bool) -> dict[str, str]:
+    if no_metadata:
+        return dict(metadata)
+    return {**metadata, "ss_training_finished_at": str(time.time()), "ss_steps": str(step), "ss_epoch": str(epoch)}
+
+
+def network_args(cfg: TrainConfig) -> dict[str, str]:
+    """ss_network_args: the kohya network_args that describe this network (strings, as kohya's CLI)."""
+    net = cfg.network
+    args: dict[str, str] = {}
+    if net.conv_dim is not None:
+        args["conv_dim"] = str(net.conv_dim)
+        # an unset conv_alpha is 1.0 in the network (sd-scripts' default), so the file says 1.0 too
+        args["conv_alpha"] = str(net.conv_alpha if net.conv_alpha is not None else 1.0)
+    for name in ("rank_dropout", "module_dropout"):
+        value = getattr(net, name)
+        if value is not None:
+            args[name] = str(value)
+    from engine.network.blocks import block_network_args
+    from engine.network.lycoris_adapter import lycoris_network_args
+
+    return {**lycoris_network_args(net), **args, **block_network_args(net)}
