@@ -40,6 +40,7 @@ def make_accelerator(cfg: TrainConfig, reporter: Reporter):
         if cfg.optim.full_fp16 or cfg.optim.full_bf16:
             raise ConfigError("optim.full_fp16/full_bf16 need a GPU; turn them off for a CPU run")
         precision = MixedPrecision.NO
+        use_one_cpu_thread(reporter)
     acc = Accelerator(
         mixed_precision=precision.value,
         gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
@@ -47,6 +48,31 @@ def make_accelerator(cfg: TrainConfig, reporter: Reporter):
     )
     check_launch(acc.num_processes)
     return acc
+
+
+def use_one_cpu_thread(reporter: Reporter) -> None:
+    """A CPU run computes on one thread, however it was started (train() gives the count back).
+
+    A CPU run's bytes depend on torch's thread count, and that count comes from outside the config:
+    OMP_NUM_THREADS / MKL_NUM_THREADS, the CPUs the process may use, and `accelerate launch`, which
+    exports OMP_NUM_THREADS=1 unless told otherwise; so `python run_wizard.py replay` and
+    `accelerate launch run_wizard.py replay` of one config gave different LoRAs on one machine.
+    torch picks kernels by the count (a 1x1 convolution goes to oneDNN only with more than one
+    thread: `ConvParams::use_mkldnn` in aten/src/ATen/native/Convolution.cpp, pytorch PR #52909);
+    `at::parallel_for` cuts a loop into one chunk per thread and vectorised kernels end each chunk
+    with scalar code that rounds differently (aten/src/ATen/ParallelOpenMP.h); the CPU
+    flash-attention kernel gives each thread a scratch buffer at thread x buffer size, so the
+    alignment a head is computed at, and its last bits, depend on the thread that runs it
+    (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp; the 64 px SD1.5 mid block hits this).
+    oneDNN, too, gives equal results only for an equal thread count
+    (https://github.com/uxlfoundation/oneDNN/issues/1443). One thread is the same everywhere.
+    A CPU run is the demo, the tests or a check; on a small CPU shared with other jobs a second
+    OpenMP thread that waits for a busy core made steps slower, not faster. GPU runs are untouched.
+    """
+    threads = torch.get_num_threads()
+    if threads != 1:
+        reporter.notice(f"CPU run: computing on 1 thread (not {threads}) so that a replay gives the same bytes")
+        torch.set_num_threads(1)
 
 
 def check_launch(num_processes: int) -> None:

@@ -29,9 +29,22 @@ LOSS_READ_EVERY = 10
 def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal | None = None) -> RunResult:
     """Train one config into `run_dir`. Bad input raises a LoraWizardError before the first step;
     a failure while training is a TrainingError whose message says what to change."""
-    from engine.setup import StoppedDuringSetup, prepare_session, quiet_heavy_imports
+    from engine.setup import quiet_heavy_imports
 
     quiet_heavy_imports()
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, run_dir, reporter, stop)
+    finally:
+        if torch.get_num_threads() != threads:  # a CPU run computes on one thread (setup.use_one_cpu_thread)
+            torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal | None) -> RunResult:
+    from engine.setup import StoppedDuringSetup, prepare_session
+
     import torch
 
     stop = stop or StopSignal()
