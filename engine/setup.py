@@ -59,13 +59,15 @@ def use_one_cpu_thread(reporter: Reporter) -> None:
     `accelerate launch run_wizard.py replay` of one config gave different LoRAs on one machine.
     torch picks kernels by the count (a 1x1 convolution goes to oneDNN only with more than one
     thread: `ConvParams::use_mkldnn` in aten/src/ATen/native/Convolution.cpp, pytorch PR #52909);
-    `at::parallel_for` cuts a loop into one chunk per thread and vectorised kernels end each chunk
-    with scalar code that rounds differently (aten/src/ATen/ParallelOpenMP.h); the CPU
-    flash-attention kernel gives each thread a scratch buffer at thread x buffer size, so the
-    alignment a head is computed at, and its last bits, depend on the thread that runs it
-    (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp; the 64 px SD1.5 mid block hits this).
-    oneDNN, too, gives equal results only for an equal thread count
-    (https://github.com/uxlfoundation/oneDNN/issues/1443). One thread is the same everywhere.
+    `at::parallel_for` cuts a loop into one chunk per thread (aten/src/ATen/ParallelOpenMP.h), and
+    where a chunk's edge falls inside a vector the elementwise kernels compute it with scalar code
+    that rounds differently (GELU on the GEGLU gate, a strided view: 3 threads differ); and the CPU
+    flash-attention kernel gives each thread a scratch buffer at thread x buffer size, so for short
+    queries (1 token in the 64 px SD1.5 mid block) a head's last bits depend on which thread runs
+    it, through that buffer's alignment (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp; a
+    buffer size that is a multiple of 64 bytes removes it). oneDNN, too, gives equal results only
+    for an equal thread count (https://github.com/uxlfoundation/oneDNN/issues/1443). With one
+    thread, how the process was started no longer matters.
     A CPU run is the demo, the tests or a check; on a small CPU shared with other jobs a second
     OpenMP thread that waits for a busy core made steps slower, not faster. GPU runs are untouched.
     """
