@@ -40,13 +40,14 @@ def make_accelerator(cfg: TrainConfig, reporter: Reporter):
         if cfg.optim.full_fp16 or cfg.optim.full_bf16:
             raise ConfigError("optim.full_fp16/full_bf16 need a GPU; turn them off for a CPU run")
         precision = MixedPrecision.NO
-        use_one_cpu_thread(reporter)
     acc = Accelerator(
         mixed_precision=precision.value,
         gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
         cpu=not torch.cuda.is_available(),
     )
     check_launch(acc.num_processes)
+    if acc.device.type == "cpu":
+        use_one_cpu_thread(reporter)
     return acc
 
 
