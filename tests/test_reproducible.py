@@ -6,7 +6,7 @@ The demo model is too small to show it: the random-weight SD1.5 architecture (be
 count (engine/setup.py use_one_cpu_thread), which comes from outside the config; a plain
 `python run_wizard.py replay` on a 2-core machine used 2 threads and `accelerate launch` exports
 OMP_NUM_THREADS=1, and the two LoRAs differed in 255 of 792 tensors. 64 px (the smallest side)
-and two AdamW steps keep this to about a minute on 2 cores.
+and two AdamW steps keep this under a minute on 2 cores.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def replay_in_process(config: Path, output: Path, threads: int) -> Path:
     return lora
 
 
+@pytest.mark.slow  # about 45 s on 2 cores: a 2 GB model is built, then trained three times
 def test_full_size_replays_give_the_same_bytes_however_started(full_size_sd15, tmp_path, capsys):
     images = tmp_path / "data" / "3_thing"
     images.mkdir(parents=True)
