@@ -96,17 +96,17 @@ class NoticeReporter:
 
 class TrainingSteps:
     """engine/run/train.py's loop body (loss, backward, clip, optimizer and schedule steps, zero_grad,
-    a loss read every LOSS_READ_EVERY steps, the per-step log and report calls) over the session's
-    own plan batches, epoch after epoch. Saving, sampling and the stop flag are left out: they are
-    not part of a step. The step itself is engine.run.train.training_step, the loop's own."""
+    the loss read when engine/run/cadence.py says, the per-step log and report calls) over the
+    session's own plan batches, epoch after epoch. Saving, sampling and the stop flag are left out:
+    they are not part of a step. The step and the loss meter are the loop's own."""
 
     def __init__(self, session) -> None:
+        from engine.run.train import LossMeter
+
         self.session = session
         self.batches = self._batches()
         self.done = 0
-        self.loss_sum = None
-        self.loss_count = 0
-        self.last_loss: float | None = None
+        self.meter = LossMeter()
 
     def _batches(self):
         from engine.data.plan import epoch_batches
@@ -117,19 +117,21 @@ class TrainingSteps:
             for index, batch in enumerate(epoch_batches(self.session.plan, cfg.training.seed, epoch, cfg.dataset.flip_aug)):
                 yield epoch, index, batch
 
+    @property
+    def last_loss(self) -> float | None:
+        return self.meter.shown
+
     def __call__(self) -> None:
+        from engine.run.cadence import loss_read_due
         from engine.run.tracking import learning_rates
-        from engine.run.train import LOSS_READ_EVERY, training_step
+        from engine.run.train import training_step
 
         session, (epoch, index, batch) = self.session, next(self.batches)
         loss, _ = training_step(session, batch, epoch, index)
-        self.loss_sum = loss.detach() if self.loss_sum is None else self.loss_sum + loss.detach()
-        self.loss_count += 1
+        self.meter.add(loss)
         self.done += 1
-        fresh = None
-        if self.done % LOSS_READ_EVERY == 0:  # the host sync train.py makes
-            fresh = self.last_loss = float(self.loss_sum) / self.loss_count
-            self.loss_sum, self.loss_count = None, 0
+        due = loss_read_due(self.done, session.plan.total_steps, epoch_end=False, stopping=False)
+        fresh = self.meter.read(self.done) if due else None  # the host sync the loop makes
         session.train_log.step(self.done, fresh, learning_rates(session.optimizer))
         session.reporter.step(StepStats(self.done, session.plan.total_steps, epoch, session.plan.epochs, self.last_loss, session.scheduler.get_last_lr()[0]))
 
@@ -160,7 +162,8 @@ class RowResult:
 def measure_row(cfg, batch: int, counts: LoopCounts, peak: MatmulPeak, device: torch.device) -> RowResult:
     """Set up a session for `cfg`, then time its training steps. An out-of-memory row is a
     result ("does not fit"), reported in the table; any other failure stops the benchmark."""
-    from engine.run.setup import prepare_session
+    from engine.data.plan import make_plan
+    from engine.run.setup import prepare_session, release
 
     clock, reporter, result = clock_for(device), NoticeReporter(), RowResult()
     free_memory(device)
@@ -168,7 +171,7 @@ def measure_row(cfg, batch: int, counts: LoopCounts, peak: MatmulPeak, device: t
     try:
         with tempfile.TemporaryDirectory(prefix="lora-wizard-bench-run-") as run_dir:
             started = time.perf_counter()
-            session = prepare_session(cfg, Path(run_dir), reporter)
+            session = prepare_session(cfg, make_plan(cfg), Path(run_dir), reporter)
             clock.sync()
             result.setup_s = time.perf_counter() - started
             result.setup_peak_gib = peak_gib(device, reset=True)
@@ -180,7 +183,7 @@ def measure_row(cfg, batch: int, counts: LoopCounts, peak: MatmulPeak, device: t
         result.error = f"out of memory: {str(err).splitlines()[0]}"
     finally:
         if session is not None:
-            session.release()
+            release(session)
         del session
         free_memory(device)
     result.notices = reporter.notices
@@ -232,22 +235,24 @@ class CachingResult:
 
 
 def measure_latent_caching(cfg, device: torch.device) -> CachingResult:
-    """engine.run.setup.cache_all_latents over cfg's dataset with the model's VAE, as setup runs it:
+    """engine.run.inputs.cache_latents over cfg's dataset with the model's VAE, as setup runs it:
     images read, resized and encoded in fp32 one VAE batch at a time."""
+    from types import SimpleNamespace
+
     from engine.data.plan import make_plan
     from engine.models.loading import load_base_model
-    from engine.run.setup import cache_all_latents
+    from engine.run.inputs import cache_latents
 
     clock = clock_for(device)
     plan = make_plan(cfg)
-    vae = load_base_model(cfg.model.base_model).vae.to(device, dtype=torch.float32)
+    model = SimpleNamespace(vae=load_base_model(cfg.model.base_model).vae.to(device, dtype=torch.float32))
     free_memory(device)
     clock.sync()
     started = time.perf_counter()
-    cache_all_latents(cfg, plan, vae, NoticeReporter())
+    cache_latents(cfg, plan, model, None, NoticeReporter())
     clock.sync()
     seconds = time.perf_counter() - started
-    del vae
+    del model
     free_memory(device)
     return CachingResult(len(plan.items), cfg.dataset.width_height[0], cfg.dataset.vae_batch_size, seconds)
 

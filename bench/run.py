@@ -23,7 +23,15 @@ from pathlib import Path
 
 import torch
 
-from bench.rows import DEFAULT_ROWS, MODELS, SHARED_SETTINGS, SMOKE_ROWS, RowSpec, make_config, select_rows
+from bench.rows import (
+    DEFAULT_ROWS,
+    MODELS,
+    SHARED_SETTINGS,
+    SMOKE_ROWS,
+    RowSpec,
+    make_config,
+    select_rows,
+)
 from engine.config.schema import TrainOn
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -112,7 +120,14 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict:
     measurement (with "complete": false until the end), so a run cut short keeps what it measured."""
     from bench.assets import write_dataset
     from bench.measure import LoopCounts, measure_latent_caching, measure_row
-    from bench.report import default_json_path, format_summary, format_table, row_brief, row_record, write_json
+    from bench.report import (
+        default_json_path,
+        format_summary,
+        format_table,
+        row_brief,
+        row_record,
+        write_json,
+    )
 
     mode = SMOKE if args.smoke else FULL
     counts = LoopCounts(args.warmup or mode.warmup, args.windows or mode.windows, args.steps or mode.steps)

@@ -8,8 +8,35 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Protocol
+
+
+class Outcome(IntEnum):
+    """How a command ended, as its exit code (engine/queue/policy.py decides which)."""
+
+    OK = 0
+    RUN_FAILED = 1
+    BAD_INPUT = 2
+    CANCELLED = 130
+
+
+class Phase(StrEnum):
+    """What a run is doing before and while it trains (the front-end shows the slow ones)."""
+
+    LOADING_MODEL = "loading model"
+    CACHING_LATENTS = "caching latents"
+    CACHING_TEXT = "caching text-encoder outputs"
+    TRAINING = "training"
+
+
+class RunStatus(StrEnum):
+    """How a run ended (the queue journal's RunState has these and the states before the end)."""
+
+    DONE = "done"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +52,7 @@ class StepStats:
 @dataclass(slots=True)
 class RunResult:
     run_dir: Path
-    status: str  # "done" | "interrupted" | "failed"
+    status: RunStatus
     steps: int
     total_steps: int
     files: list[Path] = field(default_factory=list)
@@ -36,7 +63,7 @@ class RunResult:
 class Reporter(Protocol):
     def notice(self, message: str) -> None: ...
 
-    def phase(self, name: str) -> None: ...
+    def phase(self, name: Phase) -> None: ...
 
     def started(self, total_steps: int, total_epochs: int) -> None: ...
 
@@ -60,7 +87,7 @@ class SilentReporter:
     def notice(self, message: str) -> None:
         self.notices.append(message)
 
-    def phase(self, name: str) -> None:
+    def phase(self, name: Phase) -> None:
         self.phases.append(name)
 
     def started(self, total_steps: int, total_epochs: int) -> None:

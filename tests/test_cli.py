@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from engine.config.io import save_config
 from engine.config.schema import TrainConfig
+from engine.events import Outcome
 from tests.support.cli import config_file, run_cli, write_dataset
-from wizard.app import EXIT_BAD_INPUT, EXIT_OK, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_demo_trains_and_says_where_the_files_are(tmp_path, capsys):
     code, out = run_cli(capsys, "demo", "--output", str(tmp_path / "demo"))
-    assert code == EXIT_OK
+    assert code == Outcome.OK
     assert (tmp_path / "demo" / "run1" / "last.safetensors").is_file()
     assert "last.safetensors" in out and "done" in out
 
@@ -30,10 +28,10 @@ def test_replay_of_the_saved_config_trains_the_same_lora(tmp_path, capsys):
         {"saving": {"output_folder": str(tmp_path / "a")}, "training": {"max_steps": 3}}
     )
     saved = save_config(cfg, tmp_path)
-    assert run_cli(capsys, "replay", str(saved))[0] == EXIT_OK
+    assert run_cli(capsys, "replay", str(saved))[0] == Outcome.OK
     run1 = tmp_path / "a" / "run1"
     (config_copy,) = run1.glob("*.json")  # the config saved beside the LoRA replays too
-    assert run_cli(capsys, "replay", str(config_copy))[0] == EXIT_OK
+    assert run_cli(capsys, "replay", str(config_copy))[0] == Outcome.OK
     from safetensors.torch import load_file
 
     first, second = load_file(run1 / "last.safetensors"), load_file(tmp_path / "a" / "run2" / "last.safetensors")
@@ -44,7 +42,7 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, capsys):
     data = write_dataset(tmp_path / "data")
     path = config_file(tmp_path, dataset={"img_folder": str(data)}, training={"epochs": 3})
     code, out = run_cli(capsys, "replay", str(path), "--dry-run")
-    assert code == EXIT_OK
+    assert code == Outcome.OK
     # 2 images x 3 repeats = 6 samples per epoch, batch 1: 6 steps an epoch, 18 in all
     assert "18" in out and "6" in out
     assert not (tmp_path / "out").exists()
@@ -55,7 +53,7 @@ def test_queue_checks_every_config_before_training_any(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text('{"network": {"dim": 0}}', encoding="utf-8")
     code, out = run_cli(capsys, "queue", str(good), str(bad))
-    assert code == EXIT_BAD_INPUT
+    assert code == Outcome.BAD_INPUT
     assert "network.dim" in out and "bad.json" in out
     assert not (tmp_path / "out").exists()  # the good one did not start either
 
@@ -72,20 +70,20 @@ def test_bad_config_files(tmp_path, capsys, content, expected):
     path = tmp_path / "x.json"
     path.write_text(content, encoding="utf-8")
     code, out = run_cli(capsys, "replay", str(path))
-    assert code == EXIT_BAD_INPUT
+    assert code == Outcome.BAD_INPUT
     assert expected in out and "x.json" in out
     assert "Traceback" not in out
 
 
 def test_missing_config_file(tmp_path, capsys):
     code, out = run_cli(capsys, "replay", str(tmp_path / "nope.json"))
-    assert code == EXIT_BAD_INPUT and "nope.json" in out
+    assert code == Outcome.BAD_INPUT and "nope.json" in out
 
 
 def test_missing_dataset_folder(tmp_path, capsys):
     path = config_file(tmp_path, dataset={"img_folder": str(tmp_path / "missing")})
     code, out = run_cli(capsys, "replay", str(path))
-    assert code == EXIT_BAD_INPUT
+    assert code == Outcome.BAD_INPUT
     assert "missing" in out and "dataset.img_folder" in out
 
 
@@ -93,7 +91,7 @@ def test_dataset_folder_without_repeat_prefix(tmp_path, capsys):
     data = write_dataset(tmp_path / "data", folder="thing")
     path = config_file(tmp_path, dataset={"img_folder": str(data)})
     code, out = run_cli(capsys, "replay", str(path))
-    assert code == EXIT_BAD_INPUT
+    assert code == Outcome.BAD_INPUT
     assert "10_thing" in out  # the fix, spelled out
 
 
@@ -101,7 +99,7 @@ def test_empty_dataset(tmp_path, capsys):
     (tmp_path / "data").mkdir()
     path = config_file(tmp_path, dataset={"img_folder": str(tmp_path / "data")})
     code, out = run_cli(capsys, "replay", str(path))
-    assert code == EXIT_BAD_INPUT and "empty" in out
+    assert code == Outcome.BAD_INPUT and "empty" in out
 
 
 def test_corrupt_image_is_named(tmp_path, capsys):
@@ -109,13 +107,13 @@ def test_corrupt_image_is_named(tmp_path, capsys):
     (data / "3_thing" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     path = config_file(tmp_path, dataset={"img_folder": str(data)})
     code, out = run_cli(capsys, "replay", str(path))
-    assert code == EXIT_BAD_INPUT and "broken.png" in out
+    assert code == Outcome.BAD_INPUT and "broken.png" in out
 
 
 def test_missing_base_model(tmp_path, capsys):
     path = config_file(tmp_path, model={"base_model": str(tmp_path / "model.safetensors")})
     code, out = run_cli(capsys, "replay", str(path))
-    assert code == EXIT_BAD_INPUT and "model.base_model" in out
+    assert code == Outcome.BAD_INPUT and "model.base_model" in out
 
 
 def test_a_real_process_prints_no_traceback_and_exits_2(tmp_path):

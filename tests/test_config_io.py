@@ -125,8 +125,8 @@ def test_save_name_rules(tmp_path):
 
 
 def test_an_invalid_config_is_not_written(tmp_path):
-    bad = TrainConfig().model_copy(update={"network": TrainConfig().network.model_copy(update={"dim": 0})})
-    with pytest.raises(ConfigError, match="network.dim = 0"):
+    bad = TrainConfig.model_validate({"network": {"type": "locon"}})  # each field fine, the pair is not
+    with pytest.raises(ConfigError, match="network.conv_dim: network.type=locon needs"):
         save_config(bad, tmp_path)
     assert list(tmp_path.iterdir()) == []
 

@@ -21,12 +21,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from engine.config.schema import ModelFamily, TrainConfig
-from engine.events import SilentReporter
+from engine.events import Outcome, RunStatus, SilentReporter
 from engine.models import ldm_layout, loading
 from engine.models.tiny import build_tiny
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one
 from engine.run import setup, step
+from engine.run import train as train_loop
 from engine.text import cache as text_cache
 
 SD2, SDXL = ModelFamily.SD2, ModelFamily.SDXL
@@ -145,8 +146,8 @@ class Probe:
     cached: bool = False
 
     def attach(self, session) -> None:
-        self.cached = session.text_cache is not None
-        for encoder in session.components.text_encoders:
+        self.cached = session.inputs.text_cache is not None
+        for encoder in session.model.text_encoders:
             encoder.register_forward_pre_hook(lambda module, args: self.te_calls.append(torch.is_grad_enabled()))
 
         def unet_hook(module, args, kwargs):
@@ -154,7 +155,7 @@ class Probe:
             if extra is not None:
                 self.unet_time_ids.append(extra["time_ids"].detach().cpu().clone())
 
-        session.components.unet.register_forward_pre_hook(unet_hook, with_kwargs=True)
+        session.model.unet.register_forward_pre_hook(unet_hook, with_kwargs=True)
 
 
 @dataclass
@@ -181,27 +182,27 @@ def train(cfg: TrainConfig, checkpoint: Checkpoint, *, text_cache_allowed: bool 
         probe.config_dirs_asked.append((family, v_parameterization))
         return checkpoint.config_dir
 
-    def prepare(cfg, run_dir, reporter, stop=None):
-        session = original_prepare(cfg, run_dir, reporter, stop)
+    def prepare(*args):
+        session = original_prepare(*args)
         probe.attach(session)
         return session
 
-    def batch_captions(session, batch, epoch, rng):
-        captions = original_captions(session, batch, epoch, rng)
+    def batch_captions(inputs, batch, epoch, rng):
+        captions = original_captions(inputs, batch, epoch, rng)
         probe.batches.append(batch)
         probe.captions.append(captions)
         return captions
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(loading, "shipped_config_dir", config_dir)
-        mp.setattr(setup, "prepare_session", prepare)
+        mp.setattr(train_loop, "prepare_session", prepare)
         mp.setattr(step, "batch_captions", batch_captions)
         if not text_cache_allowed:
             mp.setattr(text_cache, "cache_blocker", lambda cfg: "turned off by the test")
         (planned,) = preflight([("test", cfg)])
         reporter = SilentReporter()
         result = run_one(planned, reporter)
-    assert result.status == "done" and result.steps == 3
+    assert result.status == RunStatus.DONE and result.steps == 3
     return Run(cfg, result, reporter, probe)
 
 
@@ -389,10 +390,9 @@ def test_family_mismatch_is_a_clear_error(tmp_path, capsys, checkpoints, dataset
 
 
 def test_family_mismatch_is_bad_input_found_before_training(tmp_path, capsys, checkpoints, dataset):
-    from wizard.app import EXIT_BAD_INPUT
-
+    
     code, _ = replay_with_wrong_family(tmp_path, capsys, checkpoints, dataset)
-    assert code == EXIT_BAD_INPUT
+    assert code == Outcome.BAD_INPUT
     assert not (tmp_path / "out").exists()  # refused before a run folder was made
 
 
@@ -519,15 +519,13 @@ class _CpuAccelerator:
 
 def test_cache_holds_each_caption_as_a_step_would_encode_it(dataset):
     from engine.data.plan import make_plan
-    from engine.run.setup import read_captions
 
     model = build_tiny(SDXL, seed=SEED)
     reporter = SilentReporter()
     cfg = cfg_with(img_folder=str(dataset), resolution=128, min_bucket_reso=64, max_bucket_reso=256,
                    caption_dropout_every_n_epochs=2)
     plan = make_plan(cfg)
-    captions = read_captions(plan)
-    cache = text_cache.build_text_cache(cfg, plan, captions, model, _CpuAccelerator(), reporter)
+    cache = text_cache.build_text_cache(cfg, plan, plan.captions, model, _CpuAccelerator(), reporter)
     wanted = sorted({c for *_, c in IMAGES.values()} | {""})
     assert sorted(cache.entries) == wanted
     with torch.no_grad():

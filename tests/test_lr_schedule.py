@@ -13,12 +13,12 @@ import torch
 from diffusers.optimization import get_scheduler as diffusers_get_scheduler
 
 from engine.config.schema import LrScheduler
+from engine.data.plan import warmup_steps_from_ratio
 from engine.run.lr_schedule import (
     SCHEDULES,
     Schedule,
     lr_multiplier,
     make_lambda_scheduler,
-    warmup_steps_from_ratio,
 )
 
 TOTAL, WARMUP = 40, 6

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from engine.config.schema import ModelFamily, NetworkConfig
-from engine.errors import ConfigError, MissingPackageError, ModelError
+from engine.errors import MissingPackageError, ModelError
 from engine.models.tiny import build_tiny
 from engine.network import lycoris_adapter
 from engine.network.lora_file import load_lora_file, save_lora_file

@@ -12,7 +12,9 @@ import math
 import pytest
 import torch
 from diffusers import DDPMScheduler
-from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr as diffusers_rescale
+from diffusers.schedulers.scheduling_ddpm import (
+    rescale_zero_terminal_snr as diffusers_rescale,
+)
 
 from engine.run.noise import (
     ddpm_alphas_cumprod,

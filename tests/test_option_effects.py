@@ -26,19 +26,28 @@ import pytest
 import torch
 from PIL import Image
 
+import engine.run.build
 import engine.run.optim
 import engine.run.step
-from engine.config.schema import LrScheduler, ModelFamily, NetworkConfig, Optimizer, TrainConfig
+from engine.config.schema import (
+    LrScheduler,
+    ModelFamily,
+    NetworkConfig,
+    Optimizer,
+    TrainConfig,
+)
 from engine.data.plan import Sample, epoch_batches, make_plan
 from engine.errors import LoraWizardError, MissingPackageError
-from engine.events import SilentReporter
+from engine.events import RunStatus, SilentReporter
 from engine.network.inject import create_network
 from engine.network.lora_file import load_lora_file
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one
+from engine.run.inputs import image_loader
 from engine.run.noise import ddpm_alphas_cumprod
-from engine.run.setup import prepare_session, read_captions
-from engine.run.step import batch_captions, conditioning
+from engine.run.setup import prepare_session, release
+from engine.run.step import batch_captions, batch_loss, conditioning
+from engine.run.train import trainable_parameters
 from engine.text.encoding import encode, tokenize
 
 # The demo UNet: 4 transformers x 12 Linear/1x1 layers (see test_train_demo); the text encoder
@@ -118,11 +127,12 @@ def changed(cfg: TrainConfig, **sections: dict) -> TrainConfig:
 
 def with_config(session, **sections: dict):
     """The same session (same model, LoRA, latents) whose steps read a changed config."""
-    return dataclasses.replace(session, cfg=changed(session.cfg, **sections))
+    cfg = changed(session.cfg, **sections)
+    return dataclasses.replace(session, cfg=cfg, inputs=dataclasses.replace(session.inputs, cfg=cfg))
 
 
 def new_session(cfg: TrainConfig, tmp_path_factory):
-    return prepare_session(cfg, tmp_path_factory.mktemp("session"), SilentReporter())
+    return prepare_session(cfg, make_plan(cfg), tmp_path_factory.mktemp("session"), SilentReporter())
 
 
 def train_run(cfg: TrainConfig):
@@ -130,12 +140,12 @@ def train_run(cfg: TrainConfig):
     (planned,) = preflight([("test", cfg)])
     reporter = SilentReporter()
     result = run_one(planned, reporter)
-    assert result.status == "done", result
+    assert result.status == RunStatus.DONE, result
     return planned.plan, result, reporter
 
 
 def network_of(session):
-    return session.accelerator.unwrap_model(session.network)
+    return session.network
 
 
 def samples(session, *, reg: bool, n: int = 2, flip: bool = False) -> list[Sample]:
@@ -146,9 +156,9 @@ def samples(session, *, reg: bool, n: int = 2, flip: bool = False) -> list[Sampl
 def loss_and_grad_norm(session, batch, epoch: int = 1, index: int = 0) -> tuple[float, float]:
     network = network_of(session)
     network.zero_grad(set_to_none=True)
-    loss = session.batch_loss(batch, epoch, index)
+    loss = batch_loss(session.inputs, batch, epoch, index)
     loss.backward()
-    grads = [p.grad for p in session.trainable if p.grad is not None]
+    grads = [p.grad for p in trainable_parameters(session.network) if p.grad is not None]
     norm = math.sqrt(sum(float((g.float() ** 2).sum()) for g in grads))
     network.zero_grad(set_to_none=True)
     return float(loss.detach()), norm
@@ -156,7 +166,7 @@ def loss_and_grad_norm(session, batch, epoch: int = 1, index: int = 0) -> tuple[
 
 def no_grad_loss(session, batch, epoch: int = 1, index: int = 0) -> float:
     with torch.no_grad():
-        return float(session.batch_loss(batch, epoch, index))
+        return float(batch_loss(session.inputs, batch, epoch, index))
 
 
 class Spy:
@@ -183,13 +193,13 @@ def engine_captions(cfg: TrainConfig, epochs: int) -> dict[int, list[str]]:
     the per-batch generator engine.run.step.batch_loss makes (test_captions_reaching_the_text_encoder
     checks that a real run sees exactly these)."""
     plan = make_plan(cfg)
-    session = SimpleNamespace(cfg=cfg, captions=read_captions(plan))
+    inputs = SimpleNamespace(cfg=cfg, captions=plan.captions)
     seed = cfg.training.seed
     out: dict[int, list[str]] = {}
     for epoch in range(1, epochs + 1):
         for index, batch in enumerate(epoch_batches(plan, seed, epoch, cfg.dataset.flip_aug)):
             rng = random.Random(f"step:{seed}:{epoch}:{index}")
-            out.setdefault(epoch, []).extend(batch_captions(session, batch, epoch, rng))
+            out.setdefault(epoch, []).extend(batch_captions(inputs, batch, epoch, rng))
     return out
 
 
@@ -406,10 +416,10 @@ def test_clip_skip_2_is_the_penultimate_state_through_the_final_layer_norm(demo)
 
 def test_clip_skip_reaches_the_steps_conditioning(base):
     captions = ["thing, red, square"]
-    model = base.components
+    model = base.model
     ids = tokenize(model.tokenizers[0], captions, base.cfg.model.max_token_length)
     with torch.no_grad():
-        got = {k: conditioning(with_config(base, model={"clip_skip": k}), captions).hidden for k in (1, 2)}
+        got = {k: conditioning(with_config(base, model={"clip_skip": k}).inputs, captions).hidden for k in (1, 2)}
         for k in (1, 2):
             torch.testing.assert_close(got[k], encode(ModelFamily.SD1, model.text_encoders, [ids], k).hidden)
     assert not torch.allclose(got[1], got[2])
@@ -498,7 +508,7 @@ def test_flip_aug_caches_both_orientations_and_uses_them(base):
     from engine.data.latents import load_image
     from engine.run.step import batch_latents
 
-    cache = base.latents.latents
+    cache = base.inputs.latents.latents
     for item in base.plan.items:
         path = item.record.path
         assert (path, False) in cache and (path, True) in cache
@@ -514,7 +524,7 @@ def test_flip_aug_caches_both_orientations_and_uses_them(base):
     assert flips == set(cache)  # over a few epochs every image is trained both ways
     assert not any(s.flip for b in epoch_batches(base.plan, 23, 1, flip_aug=False) for s in b)
     sample = samples(base, reg=False, n=1, flip=True)
-    got = batch_latents(base, sample, 1, 0, [0])
+    got = batch_latents(base.inputs, sample, 1, 0, [0])
     assert torch.equal(got[0], cache[(sample[0].item.record.path, True)])
 
 
@@ -532,7 +542,7 @@ def test_random_crop_without_cached_latents_crops_differently_each_time(uncached
     assert tall.item.choice.resized == (64, 96) and tall.item.bucket == (64, 64)  # 32 rows to spare
 
     def latents(session, index: int):
-        return batch_latents(session, [tall], 1, index, [0])[0]  # batch `index` of epoch 1
+        return batch_latents(session.inputs, [tall], 1, index, [0])[0]  # batch `index` of epoch 1
 
     random_crops = [latents(uncached, index) for index in range(8)]
     crops = [call.args[3] for call in loads.calls]
@@ -590,7 +600,7 @@ def test_locon_conv_modules_train(data):
 def test_train_on_leaves_the_other_part_without_lora_and_frozen(train_on, data, tmp_path_factory):
     session = new_session(make_config(data.train, data.out, network={"train_on": train_on}), tmp_path_factory)
     network = network_of(session)
-    model = session.components
+    model = session.model
     unet_part = train_on == "unet_only"
     assert len(network.unet_loras) == (DEMO_UNET_LORA if unet_part else 0)
     assert len(network.text_encoder_loras) == (0 if unet_part else DEMO_TE_LORA)
@@ -598,10 +608,10 @@ def test_train_on_leaves_the_other_part_without_lora_and_frozen(train_on, data, 
     assert all(k.startswith(prefix) for k in network.kohya_state_dict())  # what the file will hold
     base_params = [p for m in (model.unet, model.vae, *model.text_encoders) for p in m.parameters()]
     assert not any(p.requires_grad for p in base_params)
-    assert {id(p) for p in session.trainable} == {id(p) for p in network.parameters()}
+    assert {id(p) for p in trainable_parameters(session.network)} == {id(p) for p in network.parameters()}
     _, grad = loss_and_grad_norm(session, samples(session, reg=False))
     assert grad > 0
-    session.release()
+    release(session)
 
 
 def test_network_weights_start_the_lora_from_the_file(source_lora, data, tmp_path_factory):
@@ -620,7 +630,7 @@ def test_network_weights_start_the_lora_from_the_file(source_lora, data, tmp_pat
     bare = no_grad_loss(session, batch)
     network.set_multiplier(1.0)
     assert with_lora != bare
-    session.release()
+    release(session)
 
 
 def test_network_dropout_is_active_while_training(source_lora, data, tmp_path_factory):
@@ -633,7 +643,7 @@ def test_network_dropout_is_active_while_training(source_lora, data, tmp_path_fa
         net.eval()
         evaluating = no_grad_loss(session, batch)
         net.train()
-        session.release()
+        release(session)
         return training, evaluating
 
     with_dropout, dropout_off = loss_of(dropout=0.5)
@@ -684,7 +694,7 @@ def test_each_optimizer_trains_two_steps(name, data, monkeypatch):
         with pytest.raises(LoraWizardError, match=f"pip install {pip_name}"):
             preflight([("test", cfg)])  # refused before anything loads
         return
-    built = Spy(monkeypatch, engine.run.optim, "build_optimizer")
+    built = Spy(monkeypatch, engine.run.build, "make_optimizer")  # the run's own reference
     _, result, reporter = train_run(cfg)
     assert type(built.last.out).__name__ == OPTIMIZER_CLASS[name]  # that optimizer was built
     assert result.steps == 2 and len(reporter.steps) == 2
@@ -755,13 +765,13 @@ def test_max_steps_stops_the_run_there(data):
 
 def test_gradient_accumulation_halves_the_optimizer_steps(data, monkeypatch):
     built = []
-    real_build = engine.run.optim.build_optimizer
+    real_build = engine.run.build.make_optimizer
 
     def keep(*args, **kwargs):
         built.append(real_build(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(engine.run.optim, "build_optimizer", keep)
+    monkeypatch.setattr(engine.run.build, "make_optimizer", keep)  # the run's own reference
     single = make_config(data.train, data.out, training={"epochs": 2})
     double = changed(single, optim={"gradient_accumulation_steps": 2, "lr_scheduler": "linear"})
     one, two = make_plan(single), make_plan(double)
@@ -821,10 +831,10 @@ def test_color_aug_reaches_the_uncached_images(uncached, monkeypatch):
     loads = Spy(monkeypatch, engine.run.step, "load_image")
     session = with_config(uncached, dataset={"color_aug": True, "random_crop": False})
     sample = [Sample(uncached.plan.items[0], False)]
-    batch_latents(session, sample, 1, 0, [0])
+    batch_latents(session.inputs, sample, 1, 0, [0])
     assert isinstance(loads.last.args[4], random.Random)
     plain = with_config(uncached, dataset={"color_aug": False, "random_crop": False})
-    batch_latents(plain, sample, 1, 0, [0])
+    batch_latents(plain.inputs, sample, 1, 0, [0])
     assert loads.last.args[4] is None
 
 
@@ -845,20 +855,23 @@ def test_data_loader_workers_decode_uncached_images(uncached, monkeypatch, worke
     session = with_config(
         uncached, dataset={"max_data_loader_n_workers": workers, "persistent_data_loader_workers": persistent}
     )
-    session = dataclasses.replace(session, _image_pool=None)  # its own threads, not the fixture's
+    session.inputs.images = image_loader(session.inputs.cfg, None)  # its own threads, not the fixture's
     batch = [Sample(item, False) for item in uncached.plan.items[:2] if item.bucket == uncached.plan.items[0].bucket]
-    first = batch_latents(session, batch, 1, 0, list(range(len(batch))))
-    pool = session._image_pool
-    session.end_epoch()
-    assert (session._image_pool is pool) == (persistent or workers == 0)
+    first = batch_latents(session.inputs, batch, 1, 0, list(range(len(batch))))
+    images = session.inputs.images
+    assert (images is None) == (workers == 0)
+    if images is not None:
+        assert images.running  # the threads decoded the batch
+        images.end_epoch()
+        assert images.running == persistent  # kept for the run, or started afresh next epoch
+        images.close()
     if workers:
         assert all(name.startswith("lora-wizard-images") for name in threads)
     else:
         assert set(threads) == {threading.current_thread().name}
     serial = with_config(uncached, dataset={"max_data_loader_n_workers": 0})
-    assert torch.equal(first, batch_latents(serial, batch, 1, 0, list(range(len(batch)))))  # same pixels
-    if session._image_pool is not None:
-        session._image_pool.shutdown()
+    serial.inputs.images = None
+    assert torch.equal(first, batch_latents(serial.inputs, batch, 1, 0, list(range(len(batch)))))  # same pixels
 
 
 def test_stop_text_encoder_training_freezes_its_lora_from_that_step(data):

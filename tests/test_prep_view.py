@@ -62,7 +62,7 @@ def test_numbers_worked_out_by_hand(dataset):
 
 
 def test_the_view_agrees_with_the_training_plan(dataset, reg):
-    from engine.run.setup import read_captions, tag_frequency
+    from engine.run.metadata import tag_frequency
 
     for settings in ({}, {"resolution": 768}, {"resolution": [640, 384], "bucket_no_upscale": True},
                      {"enable_bucket": False}, {"reg_img_folder": str(reg)}):
@@ -73,7 +73,7 @@ def test_the_view_agrees_with_the_training_plan(dataset, reg):
             plan.num_train_images, plan.num_reg_images, plan.unused_reg_images, plan.steps_per_epoch)
         assert sum(f.uses for f in s.folders) == sum(plan.bucket_counts.values())
         trained: dict[str, int] = {}
-        for counts in tag_frequency(plan, read_captions(plan)).values():  # ss_tag_frequency, as saved
+        for counts in tag_frequency(plan).values():  # ss_tag_frequency, as saved
             for tag, n in counts.items():
                 trained[tag] = trained.get(tag, 0) + n
         assert dict(s.top_tags) == trained

@@ -1,8 +1,9 @@
 """The overnight queue: checked whole before the first run, failures isolated, a journal that
 survives kill -9, and Ctrl-C that saves and stops.
 
-Training is replaced by a fake (monkeypatched engine.run.train.train, or the same fake inside a child
-process) except in one test, where the run after a failed one trains the demo model for real.
+Training is replaced by a fake trainer given to the command line (`main(argv, trainer=...)`, in this
+process or in a child process) except in one test, where the run after a failed one trains the
+demo model for real.
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import engine.run.train
 from engine.config.schema import TrainConfig
-from engine.queue.journal import FOLDER_JOURNAL, LIST_JOURNAL, folder_configs, queue_lock
-from wizard.app import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, EXIT_RUN_FAILED, main
+from engine.errors import TrainingError
+from engine.events import Outcome
+from engine.queue.journal import (
+    FOLDER_JOURNAL,
+    LIST_JOURNAL,
+    folder_configs,
+    queue_lock,
+)
+from engine.run.train import LossMeter
+from wizard.app import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +43,7 @@ FAKE_TRAIN = """
 import os, time
 from engine.events import RunResult
 
-def fake_train(cfg, run_dir, reporter, stop=None):
+def fake_train(cfg, plan, run_dir, reporter, stop=None, resume_from=None):
     name = cfg.saving.output_name
     mode = os.environ.get("FAKE_" + name.upper(), "fast")
     step = 0
@@ -54,10 +62,8 @@ def fake_train(cfg, run_dir, reporter, stop=None):
 """
 CHILD = (
     "import sys\n"
-    "sys.path.insert(0, {root!r})\n" + FAKE_TRAIN + "import engine.run.train\n"
-    "engine.run.train.train = fake_train\n"
-    "from wizard.app import main\n"
-    "sys.exit(main(sys.argv[1:]))\n"
+    "sys.path.insert(0, {root!r})\n" + FAKE_TRAIN + "from wizard.app import main\n"
+    "sys.exit(main(sys.argv[1:], trainer=fake_train))\n"
 )
 # A child that trains for real, a little slower: each optimizer step sleeps before it is logged, so
 # the test's kill lands between state saves instead of racing a 12-step run that takes a second.
@@ -125,23 +131,23 @@ def journal(path: Path) -> dict[str, dict]:
     return {Path(r["config"]).stem: r for r in runs}
 
 
-def run_cli(capsys, *argv) -> tuple[int, str]:
-    code = main([str(a) for a in argv])
+def run_cli(capsys, *argv, trainer=None) -> tuple[int, str]:
+    code = main([str(a) for a in argv], trainer=trainer)
     out = capsys.readouterr()
     return code, out.out + out.err
 
 
+class Recording(list):
+    """The fake trainer, recording the runs it trained (their output names) in order."""
+
+    def __call__(self, cfg, plan, run_dir, reporter, stop=None, resume_from=None):
+        self.append(cfg.saving.output_name)
+        return fake_train(cfg, plan, run_dir, reporter, stop, resume_from)
+
+
 @pytest.fixture
-def calls(monkeypatch):
-    """Runs the fake trainer in-process; the list records the runs it trained, in order."""
-    trained: list[str] = []
-
-    def recording(cfg, run_dir, reporter, stop=None):
-        trained.append(cfg.saving.output_name)
-        return fake_train(cfg, run_dir, reporter, stop)
-
-    monkeypatch.setattr(engine.run.train, "train", recording)
-    return trained
+def calls():
+    return Recording()
 
 
 def start_child(tmp_path: Path, *argv, code: str = CHILD, **fake_modes) -> subprocess.Popen:
@@ -185,8 +191,8 @@ def test_a_queue_with_one_broken_config_is_refused_whole(queue_dir, tmp_path, ca
     write_config(queue_dir, "b", broken_data, tmp_path / "out")
     (queue_dir / "c.json").write_text('{"network": {"dim": 0}}', encoding="utf-8")
 
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
-    assert code == EXIT_BAD_INPUT and calls == []
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, trainer=calls)
+    assert code == Outcome.BAD_INPUT and calls == []
     assert "3 problems" in out
     assert "b.json" in out and "img0.txt" in out and "UTF-8" in out and "'10_thing2'" in out
     assert "c.json" in out and "network.dim" in out
@@ -202,21 +208,21 @@ def test_preflight_checks_the_model_file_and_the_free_disk(queue_dir, tmp_path, 
     lora = tmp_path / "model.safetensors"  # a LoRA given as the base model
     save_file({"lora_unet_x.lora_down.weight": torch.zeros(1)}, str(lora))
     write_config(queue_dir, "a", tmp_path / "data", tmp_path / "out", model={"base_model": str(lora)})
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
-    assert code == EXIT_BAD_INPUT and "a.json" in out and "LoRA" in out
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, trainer=calls)
+    assert code == Outcome.BAD_INPUT and "a.json" in out and "LoRA" in out
 
     write_config(queue_dir, "a", tmp_path / "data", tmp_path / "out", network={"dim": 128}, saving={"output_name": "a", "save_every_n_steps": 1})
     monkeypatch.setattr("engine.queue.preflight.shutil.disk_usage", lambda path: type("U", (), {"free": 5 << 20})())
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
-    assert code == EXIT_BAD_INPUT and calls == []
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, trainer=calls)
+    assert code == Outcome.BAD_INPUT and calls == []
     assert "only 5.0 MiB is free" in out and "a.json, b.json, c.json" in out
 
 
 def test_dry_run_prints_the_plan_with_run_folders_and_writes_nothing(queue_dir, tmp_path, calls, capsys):
     (tmp_path / "out" / "run4").mkdir(parents=True)
     (tmp_path / "data" / "3_thing" / "img1.txt").unlink()
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--dry-run")
-    assert code == EXIT_OK and calls == []
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--dry-run", trainer=calls)
+    assert code == Outcome.OK and calls == []
     for n, name in ((5, "a"), (6, "b"), (7, "c")):
         assert f"run{n}/{name}.safetensors" in out
     assert "1 of 2 images have no .txt caption" in out  # lint warnings are shown, not refused
@@ -227,25 +233,25 @@ def test_dry_run_prints_the_plan_with_run_folders_and_writes_nothing(queue_dir, 
 
 
 def test_a_run_that_raises_is_isolated_and_the_next_one_trains_for_real(queue_dir, tmp_path, capsys, monkeypatch):
+    from engine.run.train import train as real_train
+
     (queue_dir / "c.json").unlink()
-    real_train = engine.run.train.train
     held = {}
 
     class BigModel:  # stands for the weights of the failed run
         pass
 
-    def train(cfg, run_dir, reporter, stop=None):
+    def train(cfg, plan, run_dir, reporter, stop=None, resume_from=None):
         if cfg.saving.output_name == "a":
             model = BigModel()
             held["a"] = weakref.ref(model)
             (run_dir / "partial.bin").write_bytes(b"half")
             raise RuntimeError("boom in the middle of a")
         assert held["a"]() is None, "the failed run's memory is freed before the next run"
-        return real_train(cfg, run_dir, reporter, stop)
+        return real_train(cfg, plan, run_dir, reporter, stop, resume_from)
 
-    monkeypatch.setattr(engine.run.train, "train", train)
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
-    assert code == EXIT_RUN_FAILED
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, trainer=train)
+    assert code == Outcome.RUN_FAILED
     assert "boom in the middle of a" in out and "Traceback" not in out
     states = journal(queue_dir / FOLDER_JOURNAL)
     assert (states["a"]["state"], states["b"]["state"]) == ("failed", "done")
@@ -267,16 +273,17 @@ def test_out_of_memory_and_nan_say_what_to_change(queue_dir, tmp_path, capsys, m
 
     write_config(queue_dir, "a", tmp_path / "data", tmp_path / "out", training={"max_steps": 2, "batch_size": 2})
 
-    def train(cfg, run_dir, reporter, stop=None):
+    def train(cfg, plan, run_dir, reporter, stop=None, resume_from=None):
         if cfg.saving.output_name == "a":
             if kind == "oom":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            engine.run.train._read_loss(torch.tensor(float("nan")), 1, 7)
-        return fake_train(cfg, run_dir, reporter, stop)
+            meter = LossMeter()
+            meter.add(torch.tensor(float("nan")))
+            meter.read(7)
+        return fake_train(cfg, plan, run_dir, reporter, stop, resume_from)
 
-    monkeypatch.setattr(engine.run.train, "train", train)
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
-    assert code == EXIT_RUN_FAILED
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, trainer=train)
+    assert code == Outcome.RUN_FAILED
     reason = journal(queue_dir / FOLDER_JOURNAL)["a"]["reason"]
     if kind == "oom":
         assert reason.startswith("out of memory (CUDA out of memory")
@@ -301,11 +308,11 @@ def test_kill_9_mid_run_then_resume_finishes_the_rest_once(queue_dir, tmp_path, 
     assert [states[n]["state"] for n in "abc"] == ["done", "running", "pending"]
     assert (queue_dir / "complete" / "a.json").is_file()
 
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir)  # a fresh queue would train b twice
-    assert code == EXIT_BAD_INPUT and "--resume" in out and "b.json running" in out
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, trainer=calls)  # a fresh queue would train b twice
+    assert code == Outcome.BAD_INPUT and "--resume" in out and "b.json running" in out
 
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume")
-    assert code == EXIT_OK
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume", trainer=calls)
+    assert code == Outcome.OK
     assert calls == ["b", "c"]  # a is not trained again, b and c once each
     states = journal(journal_file)
     assert [states[n]["state"] for n in "abc"] == ["done", "done", "done"]
@@ -323,14 +330,14 @@ def test_ctrl_c_once_saves_marks_interrupted_and_stops(queue_dir, tmp_path, call
     wait_until(running_and_stepping(journal_file, "a"), child)
     child.send_signal(signal.SIGINT)
     out, _ = child.communicate(timeout=60)
-    assert child.returncode == EXIT_CANCELLED
+    assert child.returncode == Outcome.CANCELLED
     assert "Traceback" not in out and "stopping after this step" in out and "--resume" in out
     states = journal(journal_file)
     assert [states[n]["state"] for n in "abc"] == ["interrupted", "pending", "pending"]
     assert "a-interrupted.safetensors" in [Path(f).name for f in states["a"]["files"]]
     assert [p.name for p in folder_configs(queue_dir)] == ["a.json", "b.json", "c.json"]  # still queued
 
-    assert run_cli(capsys, "queue", "--folder", queue_dir, "--resume")[0] == EXIT_OK
+    assert run_cli(capsys, "queue", "--folder", queue_dir, "--resume", trainer=calls)[0] == Outcome.OK
     assert calls == ["a", "b", "c"]
     assert Path(journal(journal_file)["a"]["run_dir"]).name == "run2"  # run1 keeps the interrupted save
 
@@ -343,7 +350,7 @@ def test_ctrl_c_twice_leaves_at_once_without_a_traceback(queue_dir, tmp_path):
     time.sleep(0.5)
     child.send_signal(signal.SIGINT)
     out, _ = child.communicate(timeout=30)
-    assert child.returncode == EXIT_CANCELLED
+    assert child.returncode == Outcome.CANCELLED
     assert "Traceback" not in out and "stopped" in out
     entry = journal(journal_file)["a"]
     assert entry["state"] == "interrupted" and "second Ctrl-C" in entry["reason"]
@@ -353,59 +360,56 @@ def test_list_mode_journal_edited_configs_and_failed_runs(tmp_path, calls, capsy
     data = write_dataset(tmp_path / "data")
     a, b = (write_config(tmp_path / "cfgs", n, data, tmp_path / "out") for n in "ab")
     monkeypatch.chdir(tmp_path)
-    code, out = run_cli(capsys, "queue", "--resume")
-    assert code == EXIT_BAD_INPUT and "nothing to resume" in out
+    code, out = run_cli(capsys, "queue", "--resume", trainer=calls)
+    assert code == Outcome.BAD_INPUT and "nothing to resume" in out
 
     monkeypatch.setenv("FAKE_B", "polite")
-    real = engine.run.train.train
 
-    def fail_a(cfg, run_dir, reporter, stop=None):
+    def fail_a(cfg, plan, run_dir, reporter, stop=None, resume_from=None):
         if cfg.saving.output_name == "a":
             calls.append("a")
-            raise engine.run.train.TrainingError("the loss became nan at step 3: lower optim.learning_rate")
+            raise TrainingError("the loss became nan at step 3: lower optim.learning_rate")
         stop.request()  # as a first Ctrl-C during b
-        return real(cfg, run_dir, reporter, stop)
+        return calls(cfg, plan, run_dir, reporter, stop, resume_from)
 
-    monkeypatch.setattr(engine.run.train, "train", fail_a)
-    assert run_cli(capsys, "queue", a, b)[0] == EXIT_CANCELLED
+    assert run_cli(capsys, "queue", a, b, trainer=fail_a)[0] == Outcome.CANCELLED
     states = journal(tmp_path / LIST_JOURNAL)
     assert (states["a"]["state"], states["b"]["state"]) == ("failed", "interrupted")
-    monkeypatch.setattr(engine.run.train, "train", real)
     monkeypatch.delenv("FAKE_B")
 
-    code, out = run_cli(capsys, "queue", a, b)  # not finished: a fresh queue is refused
-    assert code == EXIT_BAD_INPUT and "--resume" in out
-    code, out = run_cli(capsys, "queue", "--resume")  # the journal's own list: b only
-    assert code == EXIT_OK
+    code, out = run_cli(capsys, "queue", a, b, trainer=calls)  # not finished: a fresh queue is refused
+    assert code == Outcome.BAD_INPUT and "--resume" in out
+    code, out = run_cli(capsys, "queue", "--resume", trainer=calls)  # the journal's own list: b only
+    assert code == Outcome.OK
     assert calls == ["a", "b", "b"] and "edit it to train it again" in out
     write_config(tmp_path / "cfgs", "a", data, tmp_path / "out", optim={"optimizer": "AdamW", "learning_rate": 5e-5})
-    code, out = run_cli(capsys, "queue", a, "--resume")  # edited: a new run
-    assert code == EXIT_OK and calls == ["a", "b", "b", "a"]
+    code, out = run_cli(capsys, "queue", a, "--resume", trainer=calls)  # edited: a new run
+    assert code == Outcome.OK and calls == ["a", "b", "b", "a"]
     runs = json.loads((tmp_path / LIST_JOURNAL).read_text(encoding="utf-8"))["runs"]
     assert [(Path(r["config"]).stem, r["state"]) for r in runs] == [("a", "failed"), ("b", "done"), ("a", "done")]
-    assert run_cli(capsys, "queue", a, b)[0] == EXIT_OK  # finished: a fresh queue may start
+    assert run_cli(capsys, "queue", a, b, trainer=calls)[0] == Outcome.OK  # finished: a fresh queue may start
     assert calls[-2:] == ["a", "b"] and not (tmp_path / "cfgs" / "complete").exists()
 
 
 def test_folder_mode_trains_a_config_put_back_or_added(queue_dir, tmp_path, calls, capsys):
-    assert run_cli(capsys, "queue", "--folder", queue_dir)[0] == EXIT_OK
+    assert run_cli(capsys, "queue", "--folder", queue_dir, trainer=calls)[0] == Outcome.OK
     shutil.copy(queue_dir / "complete" / "b.json", queue_dir / "b.json")  # put back to train again
     write_config(queue_dir, "d", tmp_path / "data", tmp_path / "out")
-    assert run_cli(capsys, "queue", "--folder", queue_dir, "--resume")[0] == EXIT_OK
+    assert run_cli(capsys, "queue", "--folder", queue_dir, "--resume", trainer=calls)[0] == Outcome.OK
     assert calls == ["a", "b", "c", "b", "d"]
     assert sorted(p.name for p in (queue_dir / "complete").iterdir()) == ["a.json", "b-2.json", "b.json", "c.json", "d.json"]
 
 
 def test_a_second_queue_on_the_same_journal_is_refused(queue_dir, calls, capsys):
     with queue_lock(queue_dir / FOLDER_JOURNAL):
-        code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume")
-    assert code == EXIT_BAD_INPUT and "another lora-wizard queue is running" in out and calls == []
+        code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume", trainer=calls)
+    assert code == Outcome.BAD_INPUT and "another lora-wizard queue is running" in out and calls == []
 
 
 def test_a_damaged_journal_is_named_with_the_fix(queue_dir, calls, capsys):
     (queue_dir / FOLDER_JOURNAL).write_text("{ half", encoding="utf-8")
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume")
-    assert code == EXIT_BAD_INPUT and FOLDER_JOURNAL in out and "delete" in out and calls == []
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume", trainer=calls)
+    assert code == Outcome.BAD_INPUT and FOLDER_JOURNAL in out and "delete" in out and calls == []
 
 
 # --------------------------------------------------------------------------------- exact resume
@@ -458,7 +462,7 @@ def test_kill_9_then_resume_continues_from_the_last_state_exactly(tmp_path, caps
     assert 2 <= resumed_after < 12
 
     code, out = run_cli(capsys, "queue", "--folder", queue, "--resume")
-    assert code == EXIT_OK, out
+    assert code == Outcome.OK, out
     entry = journal(journal_file)["r"]
     assert (entry["state"], entry["steps"], entry["attempts"]) == ("done", 12, 2)
     resumed = Path(entry["run_dir"])
@@ -498,17 +502,17 @@ def test_skip_invalid_trains_the_valid_configs_and_records_the_invalid_one_faile
     write_config(queue_dir, "b", tmp_path / "missing", tmp_path / "out")  # a dataset path that is not there
     write_config(queue_dir, "d", tmp_path / "data", tmp_path / "out")
 
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir)
-    assert code == EXIT_BAD_INPUT and calls == []
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, trainer=calls)
+    assert code == Outcome.BAD_INPUT and calls == []
     assert "b.json" in out and str(tmp_path / "missing") in out
     assert not (tmp_path / "out").exists() and not (queue_dir / FOLDER_JOURNAL).exists()
 
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--skip-invalid", "--dry-run")
-    assert code == EXIT_BAD_INPUT and calls == [] and "1 of 4 configs cannot train" in out
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--skip-invalid", "--dry-run", trainer=calls)
+    assert code == Outcome.BAD_INPUT and calls == [] and "1 of 4 configs cannot train" in out
     assert not (tmp_path / "out").exists() and not (queue_dir / FOLDER_JOURNAL).exists()
 
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--skip-invalid")
-    assert code == EXIT_BAD_INPUT, out  # nothing failed while training, but b was not trained
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--skip-invalid", trainer=calls)
+    assert code == Outcome.BAD_INPUT, out  # nothing failed while training, but b was not trained
     assert calls == ["a", "c", "d"]
     assert "1 of 4 configs cannot train" in out and str(tmp_path / "missing") in out and "Traceback" not in out
     states = journal(queue_dir / FOLDER_JOURNAL)
@@ -521,21 +525,20 @@ def test_skip_invalid_trains_the_valid_configs_and_records_the_invalid_one_faile
     assert str(tmp_path / "missing") in (queue_dir / "failed" / "b.error.txt").read_text(encoding="utf-8")
     assert states["b"]["reason"] in " ".join(out.split())  # the summary says why
 
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume")  # b is not retried unless put back
-    assert code == EXIT_OK and calls == ["a", "c", "d"] and "b.json: failed before" in out
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--resume", trainer=calls)  # b is not retried unless put back
+    assert code == Outcome.OK and calls == ["a", "c", "d"] and "b.json: failed before" in out
 
 
 def test_skip_invalid_exits_1_when_a_valid_run_fails_while_training(queue_dir, tmp_path, capsys, monkeypatch):
     (queue_dir / "a.json").write_text("{ not json", encoding="utf-8")
 
-    def train(cfg, run_dir, reporter, stop=None):
+    def train(cfg, plan, run_dir, reporter, stop=None, resume_from=None):
         if cfg.saving.output_name == "b":
-            raise engine.run.train.TrainingError("the loss became nan at step 1: lower optim.learning_rate")
-        return fake_train(cfg, run_dir, reporter, stop)
+            raise TrainingError("the loss became nan at step 1: lower optim.learning_rate")
+        return fake_train(cfg, plan, run_dir, reporter, stop, resume_from)
 
-    monkeypatch.setattr(engine.run.train, "train", train)
-    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--skip-invalid")
-    assert code == EXIT_RUN_FAILED and "1 of 3 configs cannot train" in out
+    code, out = run_cli(capsys, "queue", "--folder", queue_dir, "--skip-invalid", trainer=train)
+    assert code == Outcome.RUN_FAILED and "1 of 3 configs cannot train" in out
     states = journal(queue_dir / FOLDER_JOURNAL)
     assert [states[n]["state"] for n in "abc"] == ["failed", "failed", "done"]
     assert "a.json" in states["a"]["reason"] and "nan" in states["b"]["reason"]
@@ -562,7 +565,7 @@ def test_a_lora_save_whose_rename_fails_leaves_no_file_and_fails_the_run(queue_d
 
     monkeypatch.setattr(os, "replace", no_space_for_loras)
     code, out = run_cli(capsys, "queue", "--folder", queue_dir)
-    assert code == EXIT_RUN_FAILED and "Traceback" not in out
+    assert code == Outcome.RUN_FAILED and "Traceback" not in out
     entry = journal(queue_dir / FOLDER_JOURNAL)["a"]
     assert entry["state"] == "failed" and "No space left on device" in entry["reason"]
     assert "free disk space" in entry["reason"] and "a bug" not in entry["reason"]

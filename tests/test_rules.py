@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from engine.config.machine import OPTIONAL_PACKAGES, Machine
 from engine.config.rules import Facts, check
 from engine.config.schema import Attention, MixedPrecision, ModelFamily, TrainConfig
+from engine.events import Outcome
 from engine.problems import Level
 from tests.support.cli import config_file, run_cli, write_dataset
-from wizard.app import EXIT_BAD_INPUT, EXIT_OK
 
 CPU = Machine(cuda=False, packages=frozenset(OPTIONAL_PACKAGES))
 GPU = Machine(cuda=True, bf16=True, packages=frozenset(OPTIONAL_PACKAGES))
@@ -33,7 +33,7 @@ def dry_run(capsys, path: Path) -> tuple[int, str]:
 
 def refused(capsys, path: Path, *expected: str) -> str:
     code, out = dry_run(capsys, path)
-    assert code == EXIT_BAD_INPUT, out
+    assert code == Outcome.BAD_INPUT, out
     flat = " ".join(out.split())  # the console may wrap long lines
     for text in expected:
         assert text in flat, out
@@ -142,7 +142,7 @@ def test_xformers_config_trains_on_the_cpu_with_a_notice(tmp_path, capsys):
         optim={"mixed_precision": MixedPrecision.NO.value},
     )
     code, out = run_cli(capsys, "replay", str(path))
-    assert code == EXIT_OK, out
+    assert code == Outcome.OK, out
     assert "torch's SDPA attention" in " ".join(out.split())
     assert (tmp_path / "out" / "run1" / "last.safetensors").is_file()
 
@@ -218,7 +218,7 @@ def test_queue_folder_dry_run_with_skip_invalid_is_exit_2(tmp_path, capsys):
     config_file(folder, name="b-bad.json", network={"type": "loha", "dropout": 0.2})
     config_file(folder, name="c-bad.json", dataset={"img_folder": str(tmp_path / "missing")})
     code, out = run_cli(capsys, "queue", "--folder", str(folder), "--dry-run", "--skip-invalid")
-    assert code == EXIT_BAD_INPUT, out
+    assert code == Outcome.BAD_INPUT, out
     assert "2 of 3 configs cannot train" in " ".join(out.split())
     assert sorted(p.name for p in folder.glob("*.json")) == ["a-good.json", "b-bad.json", "c-bad.json"]  # dry run
 

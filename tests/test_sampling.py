@@ -13,19 +13,23 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.config.schema import ModelFamily, NetworkConfig, Sampler, SamplingConfig, TrainConfig
+from engine.config.schema import (
+    ModelFamily,
+    NetworkConfig,
+    Sampler,
+    SamplingConfig,
+    TrainConfig,
+)
 from engine.errors import ConfigError
 from engine.models.tiny import build_demo, build_tiny
 from engine.network.inject import create_network
-from engine.run.sampling import (
-    SCHEDULERS,
+from engine.run.prompts import (
     SamplePrompt,
-    generate_samples,
-    make_scheduler,
     parse_prompt_file,
     sample_tag,
     should_sample,
 )
+from engine.run.sampling import SCHEDULERS, generate_samples, make_scheduler
 
 # ------------------------------------------------------------------------------------------ prompt file
 

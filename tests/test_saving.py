@@ -7,7 +7,6 @@ thread (tiny tensors: see test_option_effects.py).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import torch
 from PIL import Image
 
 from engine.config.schema import SaveFormat, SavePrecision, TagFile, TrainConfig
-from engine.events import SilentReporter
+from engine.data.plan import make_plan
+from engine.events import RunStatus, SilentReporter
 from engine.network.lora_file import load_lora_file
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one
@@ -29,7 +29,7 @@ from engine.run.saving import (
     stale_save_numbers,
     write_tag_file,
 )
-from engine.run.setup import prepare_session
+from engine.run.setup import prepare_session, release
 
 SMALL = {
     "dataset": {"resolution": 64, "min_bucket_reso": 64, "max_bucket_reso": 128},
@@ -72,9 +72,10 @@ def make_config(dataset: Path, out: Path, **sections: dict) -> TrainConfig:
 
 
 def train_run(cfg: TrainConfig):
+    """A run as the command line makes it: preflight, then a new run folder."""
     (planned,) = preflight([("test", cfg)])
     result = run_one(planned, SilentReporter())
-    assert result.status == "done", result
+    assert result.status == RunStatus.DONE, result
     return result
 
 
@@ -89,14 +90,14 @@ def lora_files(run_dir: Path) -> set[str]:
 def session(dataset, tmp_path_factory):
     """A prepared session whose LoRA has random (non-zero) up-projections."""
     cfg = make_config(dataset, tmp_path_factory.mktemp("out"))
-    prepared = prepare_session(cfg, tmp_path_factory.mktemp("run"), SilentReporter())
-    network = prepared.accelerator.unwrap_model(prepared.network)
+    prepared = prepare_session(cfg, make_plan(cfg), tmp_path_factory.mktemp("run"), SilentReporter())
+    network = prepared.network
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for module in network.loras:
             module.lora_up.weight.copy_(torch.randn(module.lora_up.weight.shape, generator=generator))
     yield prepared
-    prepared.release()
+    release(prepared)
 
 
 @pytest.mark.parametrize("precision", list(SavePrecision))
@@ -104,12 +105,11 @@ def session(dataset, tmp_path_factory):
 def test_every_format_and_precision_reloads_the_same_tensors(fmt, precision, session, tmp_path):
     raw = session.cfg.model_dump(mode="json")
     raw["saving"].update(save_model_as=fmt.value, save_precision=precision.value)
-    saving_session = dataclasses.replace(session, cfg=TrainConfig.model_validate(raw))
-    path = save_lora(saving_session, tmp_path, epoch=2, step=10, suffix=None)
+    path = save_lora(session.network, TrainConfig.model_validate(raw), session.metadata, tmp_path, epoch=2, step=10, suffix=None)
     assert path == tmp_path / f"last.{fmt.value}"
 
     tensors, metadata = load_lora_file(path)
-    expected = session.accelerator.unwrap_model(session.network).kohya_state_dict()
+    expected = session.network.kohya_state_dict()
     assert tensors.keys() == expected.keys()
     dtype = DTYPES[precision]
     for key, tensor in tensors.items():
@@ -218,20 +218,12 @@ def test_stale_save_numbers_follow_sd_scripts(kind, saved, current, last_n, ever
     assert stale_save_numbers(saved, kind, current, last_n, every) == stale
 
 
-def unchecked(cfg: TrainConfig, **saving) -> TrainConfig:
-    """`cfg` with saving values set WITHOUT validation: config.py still refuses save_last_n_* as
-    'not supported yet' (see test_the_config_accepts_save_last_n)."""
-    return cfg.model_copy(update={"saving": cfg.saving.model_copy(update=saving)})
+def with_saving(cfg: TrainConfig, **saving) -> TrainConfig:
+    """`cfg` with saving values changed (validated as any config is)."""
+    raw = cfg.model_dump(mode="json")
+    raw["saving"].update(saving)
+    return TrainConfig.model_validate(raw)
 
-
-def train_unchecked(cfg: TrainConfig, run_dir: Path):
-    """engine.run.train.train straight away: run_one would re-validate the config when saving it."""
-    from engine.run.train import train
-
-    run_dir.mkdir()
-    result = train(cfg, run_dir, SilentReporter())
-    assert result.status == "done", result
-    return result
 
 
 def touch(folder: Path, *names: str) -> None:
@@ -240,7 +232,7 @@ def touch(folder: Path, *names: str) -> None:
 
 
 def test_prune_old_saves_removes_only_this_kinds_old_numbered_files(dataset, tmp_path):
-    cfg = unchecked(
+    cfg = with_saving(
         make_config(
             dataset, tmp_path, saving={"output_name": "mine", "save_every_n_epochs": 1, "save_every_n_steps": 5}
         ),
@@ -270,12 +262,12 @@ def test_prune_old_saves_removes_only_this_kinds_old_numbered_files(dataset, tmp
     assert (other_run / "mine-000001.safetensors").exists()
     assert prune_old_saves(run_dir, cfg, "step", 15) == []  # step 5 = 15 - 10: still kept
     assert prune_old_saves(run_dir, cfg, "step", 20) == [run_dir / "mine-step00000005.safetensors"]
-    assert prune_old_saves(run_dir, unchecked(cfg, save_last_n_epochs=None), "epoch", 9) == []  # option off
+    assert prune_old_saves(run_dir, with_saving(cfg, save_last_n_epochs=None), "epoch", 9) == []  # option off
 
 
 def test_keep_last_n_in_a_run(dataset, tmp_path):
     """5 epochs x 2 steps, saves every epoch (keep 2) and every 2 steps (keep a 4-step window)."""
-    cfg = unchecked(
+    cfg = with_saving(
         make_config(
             dataset,
             tmp_path,
@@ -285,7 +277,7 @@ def test_keep_last_n_in_a_run(dataset, tmp_path):
         save_last_n_epochs=2,
         save_last_n_steps=4,
     )
-    result = train_unchecked(cfg, tmp_path / "run1")
+    result = train_run(cfg)
     assert lora_files(result.run_dir) == {
         "mine-000003.safetensors",  # epochs 1, 2 removed; 5 is the final file
         "mine-000004.safetensors",
@@ -305,11 +297,11 @@ def test_the_config_accepts_save_last_n(dataset, tmp_path):
 
 
 def test_run_result_lists_only_files_that_exist(dataset, tmp_path):
-    cfg = unchecked(
+    cfg = with_saving(
         make_config(dataset, tmp_path, training={"epochs": 4}, saving={"save_every_n_epochs": 1}),
         save_last_n_epochs=1,
     )
-    result = train_unchecked(cfg, tmp_path / "run1")
+    result = train_run(cfg)
     assert all(path.exists() for path in result.files)
 
 
@@ -352,4 +344,4 @@ def test_network_args_metadata_matches_the_conv_alpha_the_network_uses():
 
     cfg = TrainConfig.model_validate({"network": {"type": "locon", "conv_dim": 8}})
     _, conv_alpha = default_rank_for(cfg.network)("x", nn.Conv2d(4, 4, 3))
-    assert network_args(cfg)["conv_alpha"] == str(conv_alpha) == "1.0"
+    assert network_args(cfg.network)["conv_alpha"] == str(conv_alpha) == "1.0"

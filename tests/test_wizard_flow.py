@@ -31,7 +31,6 @@ from tests.support.cli import write_dataset
 from wizard import ask, flow
 from wizard.checks import AnswerError
 from wizard.questions import (
-    ADVANCED_QUESTIONS,
     ASK,
     LOAD_QUESTIONS,
     QUESTIONS,

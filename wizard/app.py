@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+from engine.events import Outcome, RunStatus
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, trainer=None) -> int:
+    """The command line. `trainer` replaces what trains a planned run (tests pass a fake;
+    engine.queue.runner.default_trainer otherwise)."""
     from engine.errors import LoraWizardError
     from engine.run.distributed import is_main_process
 
@@ -81,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_dataset(console, argv[1:])
         if args.command is None:
-            return _interactive(console)
+            return _interactive(console, trainer)
         if args.command == "queue":
-            return _queue(console, args)
+            return _queue(console, args, trainer)
         runs = _collect_runs(args)
-        return _train_runs(console, runs, dry_run=getattr(args, "dry_run", False))
+        return _train_runs(console, runs, trainer, dry_run=getattr(args, "dry_run", False))
     except LoraWizardError as exc:
         # errors are shown by every process: the failing one may not be the main one
         errors = console if is_main_process() else Console(stderr=True, soft_wrap=True)
@@ -93,57 +95,28 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("[yellow]stopped.[/]")
-        return EXIT_CANCELLED
+        return Outcome.CANCELLED
 
 
 def _collect_runs(args) -> list[tuple[str, object]]:
     """demo and replay: one config, no journal."""
-    from engine.config.schema import TrainConfig
-    from engine.errors import ConfigError, problems_message
+    from engine.queue.policy import demo_config, load_one
 
     if args.command == "demo":
-        from engine.config.defaults import suggested_precision
-        from engine.config.machine import this_machine
-
-        machine = this_machine()  # the wizard's Enter-everywhere config: its precision fits the machine
-        cfg = TrainConfig.model_validate({"optim": {"mixed_precision": suggested_precision(machine.cuda, machine.bf16)}})
-        if args.output:
-            cfg.saving.output_folder = args.output
-        return [("demo", cfg)]
-    runs, problems = _load_configs([args.config], args.output)
-    if problems:
-        raise ConfigError(problems_message("nothing was trained, fix these first", problems))
-    return runs
+        return [("demo", demo_config(args.output))]
+    return load_one(args.config, args.output)
 
 
-def _load_configs(paths: list[Path], output: Path | None) -> tuple[list[tuple[str, object]], list[str]]:
-    """The configs that load, and the problems of those that do not."""
-    from engine.config.io import load_config
-    from engine.errors import LoraWizardError
-
-    runs, problems = [], []
-    for path in paths:
-        try:
-            cfg = load_config(path)
-        except LoraWizardError as exc:
-            problems.append(str(exc))
-            continue
-        if output:
-            cfg.saving.output_folder = output
-        runs.append((path.name, cfg))
-    return runs, problems
-
-
-def _interactive(console: Console) -> int:
+def _interactive(console: Console, trainer) -> int:
     from wizard.flow import WizardCancelled, run_interactive
 
     try:
         outcome = run_interactive(console)
     except WizardCancelled:
-        return EXIT_CANCELLED
+        return Outcome.CANCELLED
     if outcome.action != "train":
-        return EXIT_OK
-    return _train_runs(console, [("wizard", cfg) for cfg in outcome.configs], dry_run=False)
+        return Outcome.OK
+    return _train_runs(console, [("wizard", cfg) for cfg in outcome.configs], trainer, dry_run=False)
 
 
 def plan_table(planned) -> Table:
@@ -183,112 +156,58 @@ def _show_plan(console: Console, planned) -> None:
     console.print(plan_table(planned))
 
 
-def _train_runs(console: Console, runs, *, dry_run: bool) -> int:
+def _train_runs(console: Console, runs, trainer, *, dry_run: bool) -> int:
     """demo, replay and the wizard's runs: checked together, trained in order, no journal."""
-    from engine.queue.journal import Entry, Journal
+    from engine.queue.policy import in_memory_queue
     from engine.queue.preflight import preflight
     from engine.run.distributed import launched_processes
 
     planned = preflight(runs, launched_processes())  # the step count of the process count launched
     _show_plan(console, planned)
     if dry_run:
-        return EXIT_OK
-    journal = Journal(path=None)
-    journal.entries = [Entry(source, "") for source, _ in runs]
-    return _execute(console, journal, list(zip(journal.entries, planned)), resume_hint=None)
+        return Outcome.OK
+    journal, queued = in_memory_queue(planned)
+    return _execute(console, journal, queued, trainer, resume_hint=None)
 
 
-def _queue(console: Console, args) -> int:
+def _queue(console: Console, args, trainer) -> int:
     """`queue CONFIG... | --folder DIR [--resume] [--dry-run]`: every run checked before the first
     starts, each state recorded in the journal (see engine/queue/journal.py)."""
-    from engine.errors import ConfigError
-    from engine.queue.journal import journal_path, new_queue, queue_lock, resume_queue
+    from engine.errors import problems_message
+    from engine.queue.journal import journal_path, open_queue, queue_lock
+    from engine.queue.policy import check_queue
 
-    folder = args.folder
-    if folder is not None and not folder.is_dir():
-        raise ConfigError(f"--folder {folder}: not a folder")
-    if folder is not None and args.configs:
-        raise ConfigError("queue: give config files or --folder DIR, not both")
-    if folder is None and not args.configs and not args.resume:
-        raise ConfigError("queue: name config files, or --folder DIR holding them")
-    path = journal_path(folder)
+    path = journal_path(args.folder)
     with queue_lock(path):
-        if args.resume:
-            setup = resume_queue(path, folder, args.configs)
-        else:
-            configs = list(args.configs) if folder is None else _folder_configs(folder)
-            setup = new_queue(path, configs, folder, None if args.output is None else str(args.output))
+        setup = open_queue(path, args.folder, args.configs, resume=args.resume, output=args.output)
         journal = setup.journal
-        if args.output is not None:
-            journal.output = str(args.output)
         for note in setup.notes:
             console.print(f"[dim]{escape(note)}[/]", highlight=False)
         output = None if journal.output is None else Path(journal.output)
-        runs, invalid = _check_queue(console, setup.todo, output, skip_invalid=args.skip_invalid, dry_run=args.dry_run)
-        planned = [run for _, run in runs]
+        checked = check_queue(setup.todo, output, skip_invalid=args.skip_invalid)
+        if checked.invalid:
+            then = "dry run, nothing is recorded" if args.dry_run else "they are recorded failed and the others train"
+            title = f"{checked.title} (--skip-invalid: {then})"
+            console.print(f"[red]error:[/] {escape(problems_message(title, checked.problems))}", highlight=False)
+        planned = [run for _, run in checked.runs]
         if planned:
             _show_plan(console, planned)
         if args.dry_run:
-            return EXIT_BAD_INPUT if invalid else EXIT_OK
+            return Outcome.BAD_INPUT if checked.invalid else Outcome.OK
         if not planned:
             console.print("nothing left to train in this queue")
         hint = f"lora-wizard queue {f'--folder {journal.folder} ' if journal.folder else ''}--resume"
-        return _execute(console, journal, runs, resume_hint=hint, invalid=invalid)
+        return _execute(console, journal, checked.runs, trainer, resume_hint=hint, invalid=checked.invalid)
 
 
-def _check_queue(console: Console, todo, output: Path | None, *, skip_invalid: bool, dry_run: bool):
-    """Preflight of the queue's runs: ([(entry, planned run)], [(entry, its problems)]). Every
-    problem of every run is reported at once; without skip_invalid any problem refuses the whole
-    queue (a LoraWizardError), with it the invalid runs are returned to be recorded as failed.
-    Too little disk for the valid runs refuses the queue either way."""
-    from engine.errors import LoraWizardError, problems_message
-    from engine.queue.preflight import PlannedRun, check_runs, disk_problems
-    from engine.run.distributed import launched_processes
-
-    problems_of: dict[int, list[str]] = {}
-    loaded = []  # (index in todo, (source, config)) of the configs that load
-    for index, entry in enumerate(todo):
-        runs, problems = _load_configs([Path(entry.config)], output)
-        if problems:
-            problems_of[index] = problems
-        else:
-            loaded.append((index, runs[0]))
-    planned: dict[int, object] = {}
-    for (index, _), checked in zip(loaded, check_runs([run for _, run in loaded], launched_processes())):
-        if isinstance(checked, PlannedRun):
-            planned[index] = checked
-        else:
-            problems_of[index] = checked
-    problems = [p for index in sorted(problems_of) for p in problems_of[index]]
-    if problems and not skip_invalid:
-        raise LoraWizardError(problems_message("nothing was trained, fix these first", problems))
-    disk = disk_problems(list(planned.values()))
-    if disk:
-        raise LoraWizardError(problems_message("nothing was trained, fix these first", problems + disk))
-    if problems:
-        then = "dry run, nothing is recorded" if dry_run else "they are recorded failed and the others train"
-        title = f"{len(problems_of)} of {len(todo)} configs cannot train (--skip-invalid: {then})"
-        console.print(f"[red]error:[/] {escape(problems_message(title, problems))}", highlight=False)
-    runs = [(todo[index], planned[index]) for index in sorted(planned)]
-    return runs, [(todo[index], problems_of[index]) for index in sorted(problems_of)]
-
-
-def _folder_configs(folder: Path) -> list[Path]:
-    from engine.errors import ConfigError
-    from engine.queue.journal import folder_configs
-
-    configs = folder_configs(folder)
-    if not configs:
-        raise ConfigError(f"--folder {folder}: no .json config files in it")
-    return configs
-
-
-def _execute(console: Console, journal, runs, *, resume_hint: str | None, invalid=()) -> int:
+def _execute(console: Console, journal, runs, trainer, *, resume_hint: str | None, invalid=()) -> int:
     """Run the queue with Ctrl-C handling, then print the summary. First Ctrl-C (or SIGTERM, as at
     shutdown): finish the step, save `<name>-interrupted`, stop the queue. Second: leave at once.
     `invalid`: (entry, problems) of runs that preflight refused (--skip-invalid), recorded failed."""
     from engine.events import StopSignal
-    from engine.queue.journal import RunState, run_queue
+    from engine.queue.journal import run_queue
+    from engine.queue.policy import outcome
+    from engine.queue.runner import default_trainer
 
     stop = StopSignal()
 
@@ -300,7 +219,7 @@ def _execute(console: Console, journal, runs, *, resume_hint: str | None, invali
 
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run_queue(journal, runs, _QueueConsole(console), stop, invalid)
+        run_queue(journal, runs, _QueueConsole(console), stop, invalid, default_trainer if trainer is None else trainer)
     except KeyboardInterrupt:
         if resume_hint:
             console.print(escape(f"the queue is recorded in {journal.path}; `{resume_hint}` carries on"), highlight=False)
@@ -309,13 +228,9 @@ def _execute(console: Console, journal, runs, *, resume_hint: str | None, invali
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     console.print(summary_table(journal, {id(entry) for entry, _ in [*runs, *invalid]}))
-    if stop.requested:
-        if resume_hint:
-            console.print(escape(f"stopped; `{resume_hint}` carries on with the rest"), highlight=False)
-        return EXIT_CANCELLED
-    if any(entry.state == RunState.FAILED for entry, _ in runs):
-        return EXIT_RUN_FAILED
-    return EXIT_BAD_INPUT if invalid else EXIT_OK
+    if stop.requested and resume_hint:
+        console.print(escape(f"stopped; `{resume_hint}` carries on with the rest"), highlight=False)
+    return outcome(runs, invalid, stopped=stop.requested)
 
 
 class _QueueConsole:
@@ -343,7 +258,7 @@ class _QueueConsole:
         for f in result.files:
             self.console.print(f"  {escape(str(f))}", highlight=False)
         loras = [f for f in result.files if f.suffix in (".safetensors", ".ckpt", ".pt")]
-        if loras and result.status == "done":
+        if loras and result.status == RunStatus.DONE:
             self.console.print(f"LoRA: [bold]{escape(str(loras[-1]))}[/]  config: {escape(str(result.files[0]))}", highlight=False)
 
 

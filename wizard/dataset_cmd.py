@@ -20,11 +20,18 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from engine.errors import ConfigError
+from engine.events import Outcome
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 2, 130
 #: the tagger folder the wizard offers and `dataset tag` uses when --tagger is not given
 TAGGER_ENV = "LORA_WIZARD_TAGGER"
 COMMANDS = ("view", "tag", "caption", "clean", "edit")
@@ -240,7 +247,7 @@ def _view(console: Console, args) -> int:
     if args.folder is not None:
         _refuse_concept_folder(_folder(args.folder))
     say(console, render_summary(summarize(cfg, top=args.top), width_of(console)))
-    return EXIT_OK
+    return Outcome.OK
 
 
 def _refuse_concept_folder(folder: Path) -> None:
@@ -396,7 +403,7 @@ def label_folder(console: Console, folder: Path, extension: str, overwrite: bool
     had = f"; {len(job.result.skipped)} have a {extension} caption and are kept (--overwrite redoes them)" if job.result.skipped else ""
     say(console, wrap(f"{len(job.images)} images under {folder}: {len(job.todo)} to do{had}.", width))
     if not job.todo:
-        return EXIT_OK
+        return Outcome.OK
     labeler = load()  # a wrong model folder stops here, before any file is written
     progress = RichItemProgress(console, title)
     try:
@@ -407,7 +414,7 @@ def label_folder(console: Console, folder: Path, extension: str, overwrite: bool
             f"Stopped: {job.result.done} caption files written, the others untouched (no file is half-written). "
             "Run the same command again to do the rest.", width), "yellow")
         _say_backup(console, job.backup, width)
-        return EXIT_CANCELLED
+        return Outcome.CANCELLED
     progress.close()
     return report_labels(console, job, width)
 
@@ -423,8 +430,8 @@ def report_labels(console: Console, job, width: int) -> int:
         say(console, wrap(f"{len(r.failed)} images could not be read and have no caption:", width), "red")
         for path, why in r.failed:
             say(console, wrap(f"{path}: {why}", width, "  ", "    "), "red")
-        return EXIT_BAD_INPUT
-    return EXIT_OK
+        return Outcome.BAD_INPUT
+    return Outcome.OK
 
 
 def _say_backup(console: Console, backup, width: int) -> None:
@@ -460,11 +467,11 @@ def edit_folder(console: Console, folder: Path, extension: str, rule, dry_run: b
     changes = plan_changes(folder, extension, rule)
     if not changes:
         say(console, wrap(f"Nothing to change: no {extension} caption file under {folder} would change.", width))
-        return EXIT_OK
+        return Outcome.OK
     if dry_run:
         show_changes(console, changes, folder, width)
         say(console, wrap(f"{len(changes)} caption files would change (dry run: nothing was written).", width))
-        return EXIT_OK
+        return Outcome.OK
     backup = CaptionBackup(folder)
     result = EditResult()
     progress = RichItemProgress(console, "editing")
@@ -474,11 +481,11 @@ def edit_folder(console: Console, folder: Path, extension: str, rule, dry_run: b
         progress.close()
         say(console, wrap(f"Stopped: {len(result.changed)} of {len(changes)} caption files changed, the others untouched.", width), "yellow")
         _say_backup(console, backup, width)
-        return EXIT_CANCELLED
+        return Outcome.CANCELLED
     progress.close()
     say(console, wrap(f"Changed {len(result.changed)} caption files.", width), "green")
     _say_backup(console, backup, width)
-    return EXIT_OK
+    return Outcome.OK
 
 
 def show_changes(console: Console, changes, folder: Path, width: int) -> None:

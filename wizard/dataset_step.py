@@ -21,7 +21,14 @@ from rich.markup import escape
 
 from engine.config.schema import SAMPLE_DATASET, TrainConfig
 from engine.errors import LoraWizardError
-from wizard.dataset_cmd import TAGGER_ENV, RichItemProgress, render_summary, report_labels, say, width_of
+from wizard.dataset_cmd import (
+    TAGGER_ENV,
+    RichItemProgress,
+    render_summary,
+    report_labels,
+    say,
+    width_of,
+)
 
 IMAGE_FOLDER = "dataset.img_folder"
 

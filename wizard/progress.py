@@ -5,9 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from engine.events import RunResult, StepStats
+from engine.events import Phase, RunResult, StepStats
 
 
 class RichReporter:
@@ -21,9 +28,9 @@ class RichReporter:
     def notice(self, message: str) -> None:
         self.console.print(f"[yellow]note:[/] {message}")
 
-    def phase(self, name: str) -> None:
-        if name != "training":
-            self.console.print(f"[dim]{name}...[/]")
+    def phase(self, name: Phase) -> None:
+        if name != Phase.TRAINING:
+            self.console.print(f"[dim]{name.value}...[/]")
 
     def started(self, total_steps: int, total_epochs: int) -> None:
         self.progress = Progress(

@@ -25,7 +25,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from engine.config.defaults import bucket_bounds, suggested_learning_rate, suggested_precision, suggested_resolution
+from engine.config.defaults import (
+    bucket_bounds,
+    suggested_learning_rate,
+    suggested_precision,
+    suggested_resolution,
+)
 from engine.config.schema import (
     Attention,
     HuberSchedule,
@@ -50,7 +55,6 @@ from wizard.checks import (
     AnswerError,
     check_base_model,
     check_dataset,
-    check_dir,
     check_file,
     check_json_file,
     check_output_folder,

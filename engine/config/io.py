@@ -25,7 +25,13 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import ValidationError
 
 from engine.config import rules
-from engine.config.flat_import import FLAT_KEYS, SESSION_KEYS, flat_key_paths, flat_to_nested, is_flat_config
+from engine.config.flat_import import (
+    FLAT_KEYS,
+    SESSION_KEYS,
+    flat_key_paths,
+    flat_to_nested,
+    is_flat_config,
+)
 from engine.config.schema import (
     CONFIG_VERSION,
     DEMO_MODEL,

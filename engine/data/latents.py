@@ -88,3 +88,33 @@ class LatentCache:
 
     def get(self, path: Path, flip: bool) -> torch.Tensor:
         return self.latents[(path, flip)]
+
+
+class ImageLoader:
+    """Threads that decode a step's images for latents that are not cached
+    (dataset.max_data_loader_n_workers). With persistent workers they live for the whole run,
+    else they are started afresh each epoch, as sd-scripts' data loader workers are."""
+
+    def __init__(self, workers: int, persistent: bool) -> None:
+        self.workers, self.persistent = workers, persistent
+        self._pool = None
+
+    def map(self, fn, *iterables) -> list:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="lora-wizard-images")
+        return list(self._pool.map(fn, *iterables))
+
+    @property
+    def running(self) -> bool:
+        return self._pool is not None
+
+    def end_epoch(self) -> None:
+        if not self.persistent:
+            self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None

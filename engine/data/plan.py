@@ -8,13 +8,13 @@ the step count trained.
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config.schema import SAMPLE_DATASET, TrainConfig
 from engine.data.buckets import BucketChooser, Placement, select_bucket
+from engine.data.captions import read_caption
 from engine.data.dataset import (
     ImageRecord,
     Subset,
@@ -23,7 +23,7 @@ from engine.data.dataset import (
     scan_subsets,
     train_image_count,
 )
-from engine.run.lr_schedule import warmup_steps_from_ratio
+from engine.rng import batch_order
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,7 @@ class RunPlan:
     epochs: int
     total_steps: int
     warmup_steps: int
+    captions: dict[Path, str]  # each image's caption text (its file's first line, else its class)
 
     @property
     def effective_batch(self) -> int:
@@ -127,7 +128,23 @@ def make_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
         epochs=epochs,
         total_steps=total,
         warmup_steps=warmup_steps_from_ratio(cfg.optim.lr_warmup_ratio, total),
+        captions=read_captions(items),
     )
+
+
+def read_captions(items: list[TrainItem]) -> dict[Path, str]:
+    """Each image's caption text: its caption file, else its folder's class name."""
+    return {
+        item.record.path: read_caption(item.record.caption_path) if item.record.caption_path else item.record.class_caption
+        for item in items
+    }
+
+
+def warmup_steps_from_ratio(ratio: float, total_steps: int) -> int:
+    """Warmup steps for a share of the total, rounded down as sd-scripts does (`int(ratio * total)`)."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"the warmup ratio must be in [0, 1) (got {ratio})")
+    return int(ratio * total_steps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +160,7 @@ def epoch_batches(plan: RunPlan, seed: int, epoch: int, flip_aug: bool) -> list[
     bucket and the order of batches are shuffled with a generator derived from (seed, epoch), so a
     resumed run rebuilds exactly the batches it would have seen.
     """
-    rng = random.Random(f"batches:{seed}:{epoch}")
+    rng = batch_order(seed, epoch)
     size = plan.batch_size * plan.num_processes  # one global batch per step, split over processes
     by_bucket: dict[tuple[int, int], list[Sample]] = {}
     for item in plan.items:

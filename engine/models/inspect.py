@@ -31,7 +31,12 @@ from engine.models.checkpoint_file import (
     WEIGHT_SUFFIXES,
     read_safetensors_header,
 )
-from engine.models.detect import detect_folder, family_from_keys, resolve_family, short_name
+from engine.models.detect import (
+    detect_folder,
+    family_from_keys,
+    resolve_family,
+    short_name,
+)
 from engine.problems import Problem
 
 FIELD = "model.base_model"
@@ -52,7 +57,7 @@ def inspect_base_model(cfg: TrainConfig) -> ModelInspection:
     spec, requested = cfg.model.base_model, cfg.model.family
     if spec.startswith("builtin:"):
         if spec not in BUILTIN_MODELS:
-            return _refused(f"is not a built-in model", f"choose one of {', '.join(BUILTIN_MODELS)}", spec)
+            return _refused("is not a built-in model", f"choose one of {', '.join(BUILTIN_MODELS)}", spec)
         return _with_family(requested, BUILTIN_MODELS[spec], "built in", spec)
     path = Path(spec).expanduser()
     if not path.exists():

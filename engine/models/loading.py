@@ -26,7 +26,13 @@ from engine.config.schema import ModelFamily
 from engine.errors import ModelError
 from engine.models.checkpoint_file import load_state_dict
 from engine.models.components import BaseComponents
-from engine.models.detect import Detection, detect_folder, family_from_keys, resolve_family, short_name
+from engine.models.detect import (
+    Detection,
+    detect_folder,
+    family_from_keys,
+    resolve_family,
+    short_name,
+)
 from engine.models.tokenizer import EOS_PAD, OPENCLIP_PAD, load_clip_tokenizer
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "assets" / "model_configs"

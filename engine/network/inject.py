@@ -24,7 +24,13 @@ from engine.errors import ConfigError, ModelError
 from engine.models.components import BaseComponents
 from engine.network.lora_file import load_lora_file
 from engine.network.modules import LoraModule
-from engine.network.names import LayerKind, layer_kind, text_encoder_prefixes, text_encoder_targets, unet_targets
+from engine.network.names import (
+    LayerKind,
+    layer_kind,
+    text_encoder_prefixes,
+    text_encoder_targets,
+    unet_targets,
+)
 
 #: (kohya name, layer) -> (rank, alpha) for that layer, or None to leave the layer without a LoRA
 RankFn = Callable[[str, nn.Module], "tuple[int, float] | None"]

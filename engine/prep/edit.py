@@ -16,9 +16,20 @@ from pathlib import Path
 from engine.fileio import atomic_write_text
 from engine.prep.backup import CaptionBackup
 from engine.prep.clean import CleanAs, clean_text
-from engine.prep.folder import CaptionText, caption_path, collect_images, read_caption_text
+from engine.prep.folder import (
+    CaptionText,
+    caption_path,
+    collect_images,
+    read_caption_text,
+)
 from engine.prep.progress import ItemProgress, NoProgress
-from engine.prep.tags import join_tags, remove_tags, replace_tags, split_tags, with_trigger
+from engine.prep.tags import (
+    join_tags,
+    remove_tags,
+    replace_tags,
+    split_tags,
+    with_trigger,
+)
 
 Rewrite = Callable[[str], str]
 

@@ -4,7 +4,7 @@ Everything is computed by the functions training uses, so the view cannot disagr
 `engine.data.plan.make_plan` (folders, repeats, regularisation balancing, buckets, steps) and
 `engine.data.captions.read_caption` / `count_tags` (each image's caption, its file or its folder's
 name, and the tag counts written into the LoRA as ss_tag_frequency, grouped as
-`engine.run.setup.tag_frequency` does; the tests check the two agree). No torch is imported, so the
+`engine.run.metadata.tag_frequency` does; the tests check the two agree). No torch is imported, so the
 wizard can show the view between two questions. On top of them it lists what a user should look at before starting: images
 without a caption file (they are captioned with their folder's name), the most frequent tags (the
 candidates for a trigger word) and the images that will be enlarged to reach their bucket.

@@ -44,10 +44,16 @@ from typing import Protocol
 
 from engine.errors import ConfigError, LoraWizardError
 from engine.events import Reporter, RunResult, StopSignal
-from engine.fileio import atomic_write_text, next_free_path, next_run_dir
+from engine.fileio import atomic_write_text, next_free_path
 from engine.queue.preflight import PlannedRun
-from engine.queue.runner import release_memory, run_one
-from engine.run.distributed import is_main_process, launched_processes, shared_path
+from engine.queue.runner import (
+    Trainer,
+    default_trainer,
+    new_run_folder,
+    release_memory,
+    run_one,
+)
+from engine.run.distributed import is_main_process, launched_processes
 
 JOURNAL_VERSION = 1
 FOLDER_JOURNAL = ".lora-wizard-queue.json"
@@ -154,6 +160,27 @@ def file_sha256(path: Path) -> str:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read this config ({exc.strerror}); check the path") from None
+
+
+def open_queue(path: Path, folder: Path | None, configs: Sequence[Path], *, resume: bool, output: Path | None) -> QueueSetup:
+    """`queue CONFIG... | --folder DIR [--resume] [--output DIR]`: the queue to train and what to
+    tell the user about the rest. `--output` given to a resume applies to what is left."""
+    if folder is not None and not Path(folder).is_dir():
+        raise ConfigError(f"--folder {folder}: not a folder")
+    if folder is not None and configs:
+        raise ConfigError("queue: give config files or --folder DIR, not both")
+    if folder is None and not configs and not resume:
+        raise ConfigError("queue: name config files, or --folder DIR holding them")
+    if resume:
+        setup = resume_queue(path, folder, list(configs))
+    else:
+        files = list(configs) if folder is None else folder_configs(folder)
+        if not files:
+            raise ConfigError(f"--folder {folder}: no .json config files in it")
+        setup = new_queue(path, files, folder, None if output is None else str(output))
+    if output is not None:
+        setup.journal.output = str(output)
+    return setup
 
 
 def new_queue(path: Path, configs: list[Path], folder: Path | None = None, output: str | None = None) -> QueueSetup:
@@ -281,6 +308,7 @@ def run_queue(
     listener: QueueListener,
     stop: StopSignal,
     invalid: Sequence[tuple[Entry, list[str]]] = (),
+    trainer: Trainer = default_trainer,
 ) -> None:
     """Train the runs in order. A run that raises is recorded as failed and the next one starts; a
     stop request ends the current run (saved as -interrupted) and the queue. A second Ctrl-C
@@ -297,13 +325,16 @@ def run_queue(
     for number, (entry, run) in enumerate(runs, start=1):
         if stop.requested:
             break
-        _run_entry(journal, entry, run, listener, stop, number, len(runs))
+        _run_entry(journal, entry, run, listener, stop, number, len(runs), trainer)
         release_memory()
 
 
-def _run_entry(journal: Journal, entry: Entry, run: PlannedRun, listener: QueueListener, stop: StopSignal, number: int, count: int) -> None:
+def _run_entry(
+    journal: Journal, entry: Entry, run: PlannedRun, listener: QueueListener, stop: StopSignal, number: int, count: int, trainer: Trainer
+) -> None:
     previous_run_dir = entry.run_dir  # an earlier attempt's folder, when this is a retry
-    run_dir = shared_path(lambda: next_run_dir(Path(run.config.saving.output_folder).expanduser()))
+    folder = new_run_folder(run.config)
+    run_dir = folder.path
     entry.state, entry.reason, entry.run_dir, entry.files = RunState.RUNNING, None, str(run_dir), []
     entry.steps, entry.total_steps, entry.seconds, entry.finished = 0, run.plan.total_steps, 0.0, None
     entry.attempts += 1
@@ -311,10 +342,10 @@ def _run_entry(journal: Journal, entry: Entry, run: PlannedRun, listener: QueueL
     journal.save()
     started = time.monotonic()  # the whole run, model loading and latent caching included
     reporter = listener.starting(entry, run, number, count)
-    run = _resume_from_last_state(previous_run_dir, run, reporter)
+    resume_from = _last_state(previous_run_dir, run, reporter)
     result = None
     try:
-        result = run_one(run, reporter, stop, run_dir=run_dir)
+        result = run_one(run, reporter, stop, folder, trainer=trainer, resume_from=resume_from)
     except KeyboardInterrupt:
         _finish(entry, RunState.INTERRUPTED, "stopped at once by a second Ctrl-C: nothing was saved for this run", started)
         journal.save()
@@ -338,21 +369,18 @@ def _run_entry(journal: Journal, entry: Entry, run: PlannedRun, listener: QueueL
     _move_finished_config(journal, entry)
 
 
-def _resume_from_last_state(previous_run_dir: str | None, run: PlannedRun, reporter: Reporter) -> PlannedRun:
+def _last_state(previous_run_dir: str | None, run: PlannedRun, reporter: Reporter) -> Path | None:
     """A retried run that saved training states (saving.save_state) goes on from its newest one
-    instead of starting over: an interrupted or killed night costs minutes, not the run."""
-    from engine.config.schema import TrainConfig
+    instead of starting over: an interrupted or killed night costs minutes, not the run. The
+    config is not changed: the state is where the run starts, not a setting."""
     from engine.run.state import latest_state
 
     if previous_run_dir is None or not run.config.saving.save_state or run.config.saving.resume is not None:
-        return run
+        return None
     state = latest_state(Path(previous_run_dir))
-    if state is None:
-        return run
-    data = run.config.model_dump(mode="json")
-    data["saving"]["resume"] = str(state)
-    reporter.notice(f"resuming from {state} (the last state the earlier attempt saved)")
-    return PlannedRun(run.source, TrainConfig.model_validate(data), run.plan)
+    if state is not None:
+        reporter.notice(f"resuming from {state} (the last state the earlier attempt saved)")
+    return state
 
 
 def _finish(entry: Entry, state: RunState, reason: str | None, started: float) -> None:

@@ -119,7 +119,7 @@ def input_file_problems(cfg: TrainConfig, num_processes: int) -> list[Problem]:
     the sample prompts (every line parsed), the state to resume (its seed and process count), the
     LoRA to start from and the VAE (their tensor names), and the optimizer's arguments."""
     from engine.run.optim import argument_problems
-    from engine.run.sampling import parse_prompt_file
+    from engine.run.prompts import parse_prompt_file
     from engine.run.state import check_compatible, read_position
 
     problems: list[Problem] = []

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config.schema import TrainConfig
@@ -16,34 +18,63 @@ from engine.errors import TrainingError
 from engine.events import Reporter, RunResult, StopSignal
 from engine.queue.preflight import PlannedRun
 
+#: what trains a planned run: engine.run.train.train, or a test's fake
+Trainer = Callable[..., RunResult]
 
-def run_one(planned: PlannedRun, reporter: Reporter, stop: StopSignal | None = None, run_dir: Path | None = None) -> RunResult:
-    """Train one preflighted config into a fresh run folder (or `run_dir`, made by the caller with
-    next_run_dir), with its config saved beside the LoRA. Running out of memory is a TrainingError
-    that says what to change."""
-    from engine.config.io import save_config
-    from engine.fileio import next_run_dir
-    from engine.run.distributed import shared_path
+
+def default_trainer(cfg: TrainConfig, plan, run_dir: Path, reporter: Reporter, stop=None, resume_from=None) -> RunResult:
+    """engine.run.train.train, imported when a run starts (the queue itself needs no torch)."""
     from engine.run.train import train
 
-    cfg = planned.config
+    return train(cfg, plan, run_dir, reporter, stop, resume_from)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path  # <output_folder>/run<N>
+    config: Path | None  # the config saved in it (None on the processes that do not write)
+
+
+def new_run_folder(cfg: TrainConfig) -> RunFolder:
+    """The one place a run folder is made: the next free `<output_folder>/run<N>`, with the config
+    that trains into it saved inside. With several processes the main one makes it and every
+    process gets its path."""
+    from engine.config.io import save_config
+    from engine.fileio import next_run_dir
+    from engine.run.distributed import is_main_process, shared_path
 
     written: list[Path] = []
 
-    def make_run_dir() -> Path:
-        folder = run_dir or next_run_dir(Path(cfg.saving.output_folder).expanduser())
+    def make() -> Path:
+        folder = next_run_dir(Path(cfg.saving.output_folder).expanduser())
         written.append(save_config(cfg, folder, name=cfg.saving.output_name or "config"))
         return folder
 
-    # with several processes, the main one makes the folder and saves the config; all train into it
-    run_dir = shared_path(make_run_dir)
+    path = shared_path(make)
+    return RunFolder(path, written[0] if written and is_main_process() else None)
+
+
+def run_one(
+    planned: PlannedRun,
+    reporter: Reporter,
+    stop: StopSignal | None = None,
+    folder: RunFolder | None = None,
+    *,
+    trainer: Trainer = default_trainer,
+    resume_from: Path | None = None,
+) -> RunResult:
+    """Train one preflighted config, with its plan, into `folder` (a new run folder if None).
+    Running out of memory is a TrainingError that says what to change."""
+    cfg = planned.config
+    folder = folder or new_run_folder(cfg)
     try:
-        result = train(cfg, run_dir, reporter, stop)
+        result = trainer(cfg, planned.plan, folder.path, reporter, stop, resume_from)
     except Exception as exc:
         if is_out_of_memory(exc):
             raise TrainingError(out_of_memory_advice(cfg, exc)) from exc
         raise
-    result.files[:0] = written  # the config, on the main process
+    if folder.config is not None:
+        result.files.insert(0, folder.config)
     return result
 
 

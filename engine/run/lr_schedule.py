@@ -119,13 +119,6 @@ def lr_multiplier(
     return Schedule(scheduler, total_steps, warmup_steps, num_cycles, power, initial_lr)(step)
 
 
-def warmup_steps_from_ratio(ratio: float, total_steps: int) -> int:
-    """Warmup steps for a share of the total, rounded down as sd-scripts does (`int(ratio * total)`)."""
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"the warmup ratio must be in [0, 1) (got {ratio})")
-    return int(ratio * total_steps)
-
-
 def make_lambda_scheduler(
     optimizer: torch.optim.Optimizer,
     *,

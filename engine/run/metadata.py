@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from engine.config.schema import ModelFamily, NetworkType, TrainConfig
+from engine.config.schema import ModelFamily, NetworkConfig, NetworkType, TrainConfig
+from engine.data.captions import count_tags
 from engine.data.plan import RunPlan
 
 #: what --no_metadata keeps (sd-scripts' SS_METADATA_MINIMUM_KEYS) - enough for UIs to filter by model
@@ -30,8 +31,6 @@ class RunFacts:
     session_id: int
     started_at: float  # unix time
     optimizer: str  # ss_optimizer, e.g. "torch.optim.adamw.AdamW(weight_decay=0.1)"
-    tag_frequency: dict[str, dict[str, int]]
-    network_args: dict[str, str]
 
 
 def architecture(family: ModelFamily, v_parameterization: bool) -> str:
@@ -75,9 +74,19 @@ def bucket_info(plan: RunPlan) -> dict:
     }
 
 
-def training_metadata(cfg: TrainConfig, plan: RunPlan, facts: RunFacts) -> dict[str, str]:
-    """Everything known when training starts; `per_save` adds the epoch/step of each file."""
-    opt, tr, ds, net = cfg.optim, cfg.training, cfg.dataset, cfg.network
+def tag_frequency(plan: RunPlan) -> dict[str, dict[str, int]]:
+    """ss_tag_frequency: per training folder, how many captions hold each tag."""
+    by_folder: dict[str, list[str]] = {}
+    for item in plan.items:
+        if not item.record.is_reg:
+            by_folder.setdefault(item.record.subset, []).append(plan.captions[item.record.path])
+    return {folder: dict(count_tags(texts)) for folder, texts in by_folder.items()}
+
+
+def training_metadata(cfg: TrainConfig, net: NetworkConfig, plan: RunPlan, facts: RunFacts) -> dict[str, str]:
+    """Everything known when training starts; `per_save` adds the epoch/step of each file. `net`
+    is the network as built (its ranks may come from the LoRA it started from)."""
+    opt, tr, ds = cfg.optim, cfg.training, cfg.dataset
     base_version = BASE_MODEL_VERSION[facts.family]
     if facts.family == ModelFamily.SD2 and cfg.model.v_parameterization:
         base_version += "_v"
@@ -153,12 +162,13 @@ def training_metadata(cfg: TrainConfig, plan: RunPlan, facts: RunFacts) -> dict[
         "ss_keep_tokens": ds.keep_tokens,
         "ss_dataset_dirs": _dirs(plan.subsets),
         "ss_reg_dataset_dirs": _dirs(plan.reg_subsets),
-        "ss_tag_frequency": json.dumps(facts.tag_frequency),
+        "ss_tag_frequency": json.dumps(tag_frequency(plan)),
         "ss_bucket_info": json.dumps(bucket_info(plan)),
         "ss_sd_model_name": model_path.name if model_path.exists() else cfg.model.base_model,
     }
-    if facts.network_args:
-        values["ss_network_args"] = json.dumps(facts.network_args)
+    args = network_args(net)
+    if args:
+        values["ss_network_args"] = json.dumps(args)
     if cfg.model.vae is not None:
         values["ss_vae_name"] = cfg.model.vae.name
     metadata = {key: str(value) for key, value in values.items()}
@@ -174,9 +184,8 @@ def per_save(metadata: dict[str, str], epoch: int, step: int, no_metadata: bool)
     return {**metadata, "ss_training_finished_at": str(time.time()), "ss_steps": str(step), "ss_epoch": str(epoch)}
 
 
-def network_args(cfg: TrainConfig) -> dict[str, str]:
+def network_args(net: NetworkConfig) -> dict[str, str]:
     """ss_network_args: the kohya network_args that describe this network (strings, as kohya's CLI)."""
-    net = cfg.network
     args: dict[str, str] = {}
     if net.conv_dim is not None:
         args["conv_dim"] = str(net.conv_dim)

@@ -1,17 +1,22 @@
-"""Run outputs: LoRA file names as sd-scripts names them, the tag list, the config beside them,
-and the pruning of old epoch/step saves (saving.save_last_n_epochs / save_last_n_steps)."""
+"""Run outputs: LoRA files and states as sd-scripts names them, the tag list, and the pruning of
+old epoch/step saves (saving.save_last_n_epochs / save_last_n_steps)."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from engine.config.schema import SavePrecision, TagFile, TrainConfig
 from engine.fileio import atomic_write_text, next_free_path
+from engine.run.state import Position, prune_states, save_state, state_dir_name
+
+SaveKind = Literal["epoch", "step"]
 
 SAVE_DTYPES = {SavePrecision.FLOAT: torch.float32, SavePrecision.FP16: torch.float16, SavePrecision.BF16: torch.bfloat16}
 
@@ -23,23 +28,79 @@ def lora_file_name(cfg: TrainConfig, suffix: str | None) -> str:
     return f"{stem}.{cfg.saving.save_model_as.value}"
 
 
-def save_lora(session, run_dir: Path, epoch: int, step: int, suffix: str | None) -> Path:
+def save_lora(network, cfg: TrainConfig, metadata: dict[str, str], run_dir: Path, epoch: int, step: int, suffix: str | None) -> Path:
+    """The network's kohya tensors and the run's metadata (with this file's epoch and step) in a
+    new file of run_dir; never over an existing one."""
     from engine.network.lora_file import save_lora_file
     from engine.run.metadata import per_save
 
-    cfg = session.cfg
-    network = session.accelerator.unwrap_model(session.network)
     path = next_free_path(run_dir / lora_file_name(cfg, suffix))
     return save_lora_file(
         path,
         network.kohya_state_dict(),
-        per_save(session.metadata, epoch, step, cfg.saving.no_metadata),
+        per_save(metadata, epoch, step, cfg.saving.no_metadata),
         dtype=SAVE_DTYPES[cfg.saving.save_precision],
         fmt=cfg.saving.save_model_as.value,
     )
 
 
-SaveKind = Literal["epoch", "step"]
+@dataclass
+class Saver:
+    """A run's LoRA files and (with saving.save_state) training states, written by the main
+    process only, with the keep-last-N pruning of sd-scripts."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    network: Any
+    optimizer: Any
+    scheduler: Any
+    metadata: dict[str, str]
+    accelerator: Any
+    reporter: Any
+    last_state_time: float = field(default_factory=time.monotonic)
+    removed: set[Path] = field(default_factory=set)  # saves pruned by keep-last-N
+
+    @property
+    def base(self) -> str:
+        return self.cfg.saving.output_name or "last"
+
+    def save(self, epoch: int, step: int, suffix: str | None, position: Position, kind: SaveKind | None) -> list[Path]:
+        """The LoRA (and its state); `kind` "epoch"/"step" prunes older saves of that kind."""
+        sv = self.cfg.saving
+        files = []
+        if self.accelerator.is_main_process:
+            path = save_lora(self.network, self.cfg, self.metadata, self.run_dir, epoch, step, suffix)
+            self.reporter.saved(path)
+            files.append(path)
+        if sv.save_state:
+            files += self.save_state_only(suffix, position)
+        if kind is None or not self.accelerator.is_main_process:
+            return files
+        if sv.save_last_n_epochs if kind == "epoch" else sv.save_last_n_steps:
+            self.removed.update(prune_old_saves(self.run_dir, self.cfg, kind, step if kind == "step" else epoch))
+        keep_states = sv.save_last_n_steps_state if kind == "step" else sv.save_last_n_epochs_state
+        if keep_states:
+            prune_states(self.run_dir, self.base, kind, keep_states)
+        return files
+
+    def state_due(self) -> bool:
+        minutes = self.cfg.saving.save_state_every_n_minutes
+        return bool(minutes) and time.monotonic() - self.last_state_time >= minutes * 60
+
+    def save_state_only(self, suffix: str | None, position: Position) -> list[Path]:
+        self.last_state_time = time.monotonic()
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return []
+        folder = self.run_dir / state_dir_name(self.base, suffix)
+        if folder.exists():
+            return []  # a step save and a timed save at the same step: one state is enough
+        path = save_state(folder, self.network, self.optimizer, self.scheduler, position)
+        self.reporter.saved(path)
+        keep = self.cfg.saving.save_last_n_steps_state
+        if keep and suffix and suffix.startswith("step"):
+            self.removed.update(prune_states(self.run_dir, self.base, "step", keep))
+        return [path]
 
 
 def stale_save_numbers(saved: Iterable[int], kind: SaveKind, current: int, last_n: int, every: int) -> list[int]:

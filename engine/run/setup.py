@@ -1,8 +1,15 @@
-"""Everything a run sets up once before its first step: devices, model, latents, LoRA, optimizer."""
+"""Everything a run sets up once before its first step, as a short list of named parts:
+
+    accelerator -> model (loaded, checked, frozen) -> inputs cached (latents, text-encoder outputs)
+    -> network (the LoRA, maybe from a LoRA file) -> optimizer and LR schedule -> restored state
+    -> the Session the loop works with (engine/run/session.py)
+
+The order matters for reproducibility: the LoRA's initial weights are the first draw from torch's
+global generator after it is seeded here, so nothing before them may draw from it.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import random
@@ -11,51 +18,147 @@ from pathlib import Path
 
 import torch
 
-from engine.config.schema import Attention, MixedPrecision, TrainConfig, TrainOn
-from engine.data.latent_disk_cache import LatentDiskCache, LatentRequest
-from engine.data.latents import LatentCache, encode_images, load_image
-from engine.data.plan import make_plan
+from engine.config.machine import this_machine
+from engine.config.rules import Facts, check
+from engine.config.schema import Attention, MixedPrecision, TrainConfig
+from engine.data.plan import RunPlan
 from engine.errors import ConfigError, problems_message
-from engine.events import Reporter
+from engine.events import Phase, Reporter, StopSignal
+from engine.models.components import BaseComponents
 from engine.problems import errors, warnings
-from engine.run.distributed import is_main_process
+from engine.run.build import (
+    build_network,
+    build_optimizer,
+    restore,
+    starting_network,
+    trains,
+)
+from engine.run.distributed import check_launch
+from engine.run.inputs import cache_latents, image_loader, text_cache_for
+from engine.run.losses import compute_snr
+from engine.run.metadata import RunFacts, training_metadata
+from engine.run.noise import ddpm_alphas_cumprod
+from engine.run.prompts import parse_prompt_file
+from engine.run.saving import write_tag_file
 from engine.run.session import Session
+from engine.run.step import StepInputs
+from engine.run.tracking import open_train_log
 
 
 def quiet_heavy_imports() -> None:
-    """Offline and quiet before diffusers/transformers load (OFFLINE.md §2, §5)."""
+    """Offline and quiet before diffusers/transformers load: huggingface_hub reads HF_HUB_OFFLINE
+    once, at its import; bitsandbytes logs a CPU-kernel warning at its import unless told not to."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
-def make_accelerator(cfg: TrainConfig, reporter: Reporter):
+def prepare_session(
+    cfg: TrainConfig,
+    plan: RunPlan,
+    run_dir: Path,
+    reporter: Reporter,
+    stop: StopSignal | None = None,
+    resume_from: Path | None = None,
+) -> Session:
+    """Set up a run of `cfg` with the plan preflight made; `resume_from` is a state folder to
+    continue from (saving.resume, or the queue's retry of an interrupted run)."""
+    acc = make_accelerator(cfg, plan)
+    if acc.device.type == "cpu":
+        use_one_cpu_thread(reporter)
+    prompts = parse_prompt_file(cfg.sampling.sample_prompts) if cfg.sampling.sample_prompts else []
+    torch.manual_seed(cfg.training.seed)
+    started_at = time.time()
+    model = load_model(cfg, acc, reporter)
+    weight_dtype = weight_dtype_for(acc.mixed_precision)
+    latents = cache_latents(cfg, plan, model, acc, reporter, stop) if cfg.dataset.cache_latents else None
+    text_cache = ready_for_training(cfg, plan, model, acc, weight_dtype, reporter)
+    network_cfg, start_weights = starting_network(cfg, reporter)
+    network = build_network(cfg, network_cfg, model, start_weights, acc, weight_dtype, reporter)
+    optimizer, scheduler, optimizer_name = build_optimizer(cfg, network, plan, model.family, acc)
+    start = restore(resume_from or cfg.saving.resume, cfg, plan, network, optimizer, scheduler, acc, reporter)
+    inputs = StepInputs(
+        cfg=cfg,
+        model=model,
+        accelerator=acc,
+        captions=plan.captions,
+        latents=latents,
+        text_cache=text_cache,
+        alphas_cumprod=ddpm_alphas_cumprod(zero_terminal_snr=cfg.training.zero_terminal_snr),
+        all_snr=compute_snr(ddpm_alphas_cumprod()).to(acc.device),
+        weight_dtype=weight_dtype,
+        images=image_loader(cfg, latents),
+        train_text_encoder=trains(network_cfg)[1],
+    )
+    facts = RunFacts(
+        family=model.family,
+        session_id=random.Random(f"session:{started_at}").randint(0, 2**32),
+        started_at=started_at,
+        optimizer=optimizer_name,
+    )
+    tag_file = write_tag_file(cfg, plan.captions, run_dir) if acc.is_main_process else None
+    return Session(
+        cfg=cfg,
+        plan=plan,
+        run_dir=run_dir,
+        accelerator=acc,
+        model=model,
+        network=network,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        inputs=inputs,
+        metadata=training_metadata(cfg, network_cfg, plan, facts),
+        reporter=reporter,
+        train_log=open_train_log(cfg, run_dir, is_main_process=acc.is_main_process),
+        start=start,
+        sample_prompts=prompts,
+        extra_files=[tag_file] if tag_file else [],
+    )
+
+
+def make_accelerator(cfg: TrainConfig, plan: RunPlan):
+    """accelerate for mixed precision, the devices and the processes. Gradient accumulation is
+    the loop's own (engine/run/train.py), so accelerate steps the optimizer whenever asked."""
     from accelerate import Accelerator
 
-    precision = cfg.optim.mixed_precision
-    if not torch.cuda.is_available():
-        precision = MixedPrecision.NO  # mixed precision applies on a GPU (the rulebook says so)
-    acc = Accelerator(
-        mixed_precision=precision.value,
-        gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
-        cpu=not torch.cuda.is_available(),
-    )
+    cuda = torch.cuda.is_available()
+    precision = cfg.optim.mixed_precision if cuda else MixedPrecision.NO  # the rulebook warned about it
+    acc = Accelerator(mixed_precision=precision.value, cpu=not cuda)
     check_launch(acc.num_processes)
+    if plan.num_processes != acc.num_processes:
+        raise ConfigError(
+            f"the run was planned for {plan.num_processes} processes but {acc.num_processes} were launched; "
+            "plan it in the same launch that trains it"
+        )
     return acc
 
 
-def check_launch(num_processes: int) -> None:
-    """Refuse processes that were launched together but are not connected (OFFLINE.md §8): each
-    would train the whole run on its own, silently duplicating the work and racing on the files."""
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != num_processes:
-        raise ConfigError(
-            f"{launched} processes were launched but they are not connected for distributed training "
-            f"(this one sees {num_processes}); each would train the whole run on its own. On GPUs use "
-            "`accelerate launch --multi_gpu --num_processes N run_wizard.py ...`; without GPUs add "
-            "ACCELERATE_USE_CPU=1 to that command"
-        )
+def use_one_cpu_thread(reporter: Reporter) -> None:
+    """A CPU run computes on one thread, however it was started (train() gives the count back).
+
+    A CPU run's bytes depend on torch's thread count, and that count comes from outside the config:
+    OMP_NUM_THREADS / MKL_NUM_THREADS, the CPUs the process may use, and `accelerate launch`, which
+    exports OMP_NUM_THREADS=1 unless told otherwise; so `python run_wizard.py replay` and
+    `accelerate launch run_wizard.py replay` of one config gave different LoRAs on one machine.
+    torch picks kernels by the count (a 1x1 convolution goes to oneDNN only with more than one
+    thread: `ConvParams::use_mkldnn` in aten/src/ATen/native/Convolution.cpp, pytorch PR #52909);
+    `at::parallel_for` cuts a loop into one chunk per thread (aten/src/ATen/ParallelOpenMP.h), and
+    where a chunk's edge falls inside a vector the elementwise kernels compute it with scalar code
+    that rounds differently (GELU on the GEGLU gate, a strided view: 3 threads differ); and the CPU
+    flash-attention kernel gives each thread a scratch buffer at thread x buffer size, so for short
+    queries (1 token in the 64 px SD1.5 mid block) a head's last bits depend on which thread runs
+    it, through that buffer's alignment (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp; a
+    buffer size that is a multiple of 64 bytes removes it). oneDNN, too, gives equal results only
+    for an equal thread count (https://github.com/uxlfoundation/oneDNN/issues/1443). With one
+    thread, how the process was started no longer matters.
+    A CPU run is the demo, the tests or a check; on a small CPU shared with other jobs a second
+    OpenMP thread that waits for a busy core made steps slower, not faster. GPU runs are untouched.
+    """
+    threads = torch.get_num_threads()
+    if threads != 1:
+        reporter.notice(f"CPU run: computing on 1 thread (not {threads}) so that a replay gives the same bytes")
+        torch.set_num_threads(1)
 
 
 def weight_dtype_for(precision: str) -> torch.dtype:
@@ -63,283 +166,35 @@ def weight_dtype_for(precision: str) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
 
 
-def derive_generator(*parts: object) -> torch.Generator:
-    """A CPU generator seeded from the parts (seed, purpose, step, ...): stable across runs."""
-    import hashlib
-
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
-
-
-class StoppedDuringSetup(Exception):
-    """Ctrl-C arrived while the run was still loading or caching: nothing was trained."""
-
-
-def cache_all_latents(cfg: TrainConfig, plan, vae, reporter: Reporter, stop=None) -> LatentCache:
-    """Encode each image the plan uses once (twice with flip_aug), in VAE batches."""
-    reporter.phase("caching latents")
-    # only the main process writes cache files; the others encode the same latents in memory
-    disk = LatentDiskCache(vae) if cfg.dataset.cache_latents_to_disk and is_main_process() else None
-    wanted = [(item, flip) for item in plan.items for flip in ((False, True) if cfg.dataset.flip_aug else (False,))]
-    latents: dict = {}
-    size = cfg.dataset.vae_batch_size
-    # batch only images of the same bucket: they share one tensor shape
-    by_bucket: dict = {}
-    for item, flip in wanted:
-        by_bucket.setdefault(item.bucket, []).append((item, flip))
-    for bucket in sorted(by_bucket):
-        group = by_bucket[bucket]
-        for start in range(0, len(group), size):
-            if stop is not None and stop.requested:
-                raise StoppedDuringSetup
-            chunk = group[start : start + size]
-            keys = [(item.record.path, flip) for item, flip in chunk]
-            generators = [derive_generator(cfg.training.seed, "latents", path, flip) for path, flip in keys]
-            if disk is not None:
-                requests = [LatentRequest(item.record.path, item.choice, flip) for item, flip in chunk]
-                encoded = disk.load_or_encode(requests, generators).cpu()
-            else:
-                pixels = torch.stack([load_image(item.record.path, item.choice, flip) for item, flip in chunk])
-                encoded = encode_images(vae, pixels, generators).cpu()
-            for key, latent in zip(keys, encoded):
-                latents[key] = latent
-    if disk is not None:
-        reporter.notice(disk.stats.describe())
-    return LatentCache(latents)
-
-
-def prepare_session(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop=None):
-    from engine.config.schema import NetworkType
+def load_model(cfg: TrainConfig, acc, reporter: Reporter) -> BaseComponents:
+    """The base model, checked against the rulebook now that its family is certain, and frozen:
+    nothing of it trains but the LoRA that is added later. The VAE runs in fp32 (SD's VAEs
+    overflow in fp16)."""
     from engine.models.loading import load_base_model
-    from engine.network.blocks import block_param_groups, block_rank_for, config_lr_weights, uses_block_lr
-    from engine.network.inject import create_network, default_rank_for, ranks_from_state_dict
-    from engine.network.lycoris_adapter import create_lycoris_network
-    from engine.run.losses import compute_snr
-    from engine.run.lr_schedule import make_lambda_scheduler
-    from engine.run.metadata import RunFacts, network_args, training_metadata
-    from engine.run.noise import ddpm_alphas_cumprod
-    from engine.run.optim import build_optimizer, describe_optimizer
-    from engine.run.sampling import parse_prompt_file
-    from engine.run.saving import write_tag_file
-    from engine.run.state import check_compatible, load_state, read_position
-    from engine.run.tracking import open_train_log
-    from engine.text.cache import build_text_cache
 
-    prompts = parse_prompt_file(cfg.sampling.sample_prompts) if cfg.sampling.sample_prompts else []
-    acc = make_accelerator(cfg, reporter)
-    plan = make_plan(cfg, acc.num_processes)
-    started_at = time.time()
-    torch.manual_seed(cfg.training.seed)
-    captions = read_captions(plan)
-
-    reporter.phase("loading model")
+    reporter.phase(Phase.LOADING_MODEL)
     model = load_base_model(
         cfg.model.base_model, cfg.model.family, vae=cfg.model.vae, v_parameterization=cfg.model.v_parameterization
     )
     for note in model.notes:
         reporter.notice(note)
-    _hold_to_the_rulebook(cfg, model.family, acc.num_processes, reporter)
-    weight_dtype = weight_dtype_for(acc.mixed_precision)
-    device = acc.device
-
-    train_unet = cfg.network.train_on != TrainOn.TEXT_ONLY
-    train_te = cfg.network.train_on != TrainOn.UNET_ONLY
+    hold_to_the_rulebook(cfg, model.family, acc.num_processes, reporter)
     for module in (model.unet, model.vae, *model.text_encoders):
         module.requires_grad_(False)
         module.eval()
-    model.vae.to(device, dtype=torch.float32)
-    if cfg.model.lowram:
-        _move_to_device_now(model, device, weight_dtype)
-
-    latents = None
-    if cfg.dataset.cache_latents:
-        latents = cache_all_latents(cfg, plan, model.vae, reporter, stop)
-        model.vae.to("cpu")
-
-    model.unet.to(device, dtype=weight_dtype)
-    for encoder in model.text_encoders:
-        encoder.to(device, dtype=weight_dtype)
-    text_cache = build_text_cache(cfg, plan, captions, model, acc, reporter)  # None unless unet_only + fixed captions
-    if text_cache is not None:
-        for encoder in model.text_encoders:
-            encoder.to("cpu")  # the steps read the cache; on the device the encoders would only hold memory
-    _set_attention(cfg, model.unet)
-    if cfg.optim.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
-        for encoder in model.text_encoders:
-            encoder.gradient_checkpointing_enable()
-
-    cfg, start_weights = _start_weights(cfg, reporter)
-    rank_for = ranks_from_state_dict(start_weights) if start_weights is not None else default_rank_for(cfg.network)
-    if uses_block_settings(cfg.network):
-        rank_for = block_rank_for(cfg.network, model.family, rank_for)
-    build = create_lycoris_network if cfg.network.type in (NetworkType.LOHA, NetworkType.LOKR) else create_network
-    network = build(model, cfg.network, train_unet=train_unet, train_text_encoder=train_te, rank_for=rank_for)
-    network.apply()
-    if start_weights is not None:
-        network.load_weights(start_weights)
-        reporter.notice(f"started from the weights of {cfg.network.network_weights}")
-    # full_fp16/full_bf16: the LoRA's own weights, gradients and optimizer state in half precision
-    half = cfg.optim.full_fp16 or cfg.optim.full_bf16
-    network.to(device, dtype=weight_dtype if half else torch.float32)
-
-    lr = cfg.optim.learning_rate
-    unet_lr, te_lr = cfg.optim.unet_lr or lr, cfg.optim.text_encoder_lr or lr
-    if uses_block_lr(cfg.network):
-        groups = block_param_groups(network, unet_lr, te_lr, config_lr_weights(cfg.network, model.family), model.family)
-    else:
-        groups = network.param_groups(unet_lr=unet_lr, text_encoder_lr=te_lr)
-    optimizer = build_optimizer(cfg.optim.optimizer, groups, cfg.optim.optimizer_args, lr=lr)
-    optimizer_name = describe_optimizer(optimizer, cfg.optim.optimizer, cfg.optim.optimizer_args)
-    scheduler = make_lambda_scheduler(
-        optimizer,
-        scheduler=cfg.optim.lr_scheduler,
-        total_steps=plan.total_steps,
-        warmup_steps=plan.warmup_steps,
-        num_cycles=cfg.optim.lr_scheduler_num_cycles,
-        power=cfg.optim.lr_scheduler_power,
-        extra=cfg.optim.lr_scheduler_args,
-    )
-    # The network is not wrapped in DDP: the LoRA runs inside the UNet's and text encoders' own
-    # forward, never through the network's, and DDP only reduces gradients after its forward has
-    # run. `Session.average_gradients` does that reduction, in one call per step. The scheduler is
-    # not prepared either: accelerate would step it once per process, and one optimizer step here
-    # is one step of the schedule whatever the process count.
-    optimizer = acc.prepare(optimizer)
-    if cfg.optim.full_fp16:
-        _allow_fp16_gradient_unscaling(acc)
-    start = None
-    if cfg.saving.resume is not None:
-        start = read_position(cfg.saving.resume)
-        check_compatible(start, seed=cfg.training.seed, num_processes=acc.num_processes, folder=cfg.saving.resume)
-        load_state(cfg.saving.resume, acc.unwrap_model(network), optimizer, scheduler)
-        reporter.notice(
-            f"resuming {cfg.saving.resume}: epoch {start.epoch}, step {start.step} of {plan.total_steps}"
-        )
-    alphas = ddpm_alphas_cumprod(zero_terminal_snr=cfg.training.zero_terminal_snr)
-    all_snr = compute_snr(ddpm_alphas_cumprod()).to(device)
-
-    facts = RunFacts(
-        family=model.family,
-        session_id=random.Random(f"session:{started_at}").randint(0, 2**32),
-        started_at=started_at,
-        optimizer=optimizer_name,
-        tag_frequency=tag_frequency(plan, captions),
-        network_args=network_args(cfg),
-    )
-    extra_files = []
-    if acc.is_main_process:
-        tag_file = write_tag_file(cfg, captions, run_dir)
-        extra_files = [tag_file] if tag_file else []
-    return Session(
-        cfg=cfg,
-        plan=plan,
-        run_dir=run_dir,
-        accelerator=acc,
-        components=model,
-        network=network,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        latents=latents,
-        alphas_cumprod=alphas,
-        all_snr=all_snr,
-        weight_dtype=weight_dtype,
-        train_unet=train_unet,
-        train_text_encoder=train_te,
-        captions=captions,
-        metadata=training_metadata(cfg, plan, facts),
-        reporter=reporter,
-        extra_files=extra_files,
-        start=start,
-        text_cache=text_cache,
-        sample_prompts=prompts,
-        train_log=open_train_log(cfg, run_dir, is_main_process=acc.is_main_process),
-    )
+    model.vae.to(acc.device, dtype=torch.float32)
+    if cfg.model.lowram and acc.device.type != "cpu":
+        # for machines with more GPU memory than RAM (Colab): the weights leave RAM at once
+        weight_dtype = weight_dtype_for(acc.mixed_precision)
+        for module in (model.unet, *model.text_encoders):
+            module.to(acc.device, dtype=weight_dtype)
+    return model
 
 
-def _start_weights(cfg: TrainConfig, reporter: Reporter):
-    """The LoRA to start from (network.network_weights), and the config with its dims.
-
-    The file's ranks and alphas win over network.dim/alpha when they differ (the weights only fit
-    the shapes they were trained with); the user is told which values are used.
-    """
-    from engine.network.inject import read_dim_alpha
-    from engine.network.lora_file import load_lora_file
-
-    if cfg.network.network_weights is None:
-        return cfg, None
-    state_dict, _ = load_lora_file(cfg.network.network_weights)
-    dim, alpha, conv_dim, conv_alpha = read_dim_alpha(state_dict)
-    file_values = {"dim": dim, "alpha": alpha, "conv_dim": conv_dim, "conv_alpha": conv_alpha}
-    net = cfg.network
-    differs = {k: v for k, v in file_values.items() if v is not None and getattr(net, k) != v}
-    if differs and not net.dim_from_weights:
-        shown = ", ".join(f"network.{k}={getattr(net, k)} -> {v}" for k, v in differs.items())
-        reporter.notice(f"{net.network_weights} was trained with other ranks; using the file's: {shown}")
-    if differs:
-        data = cfg.model_dump()
-        data["network"].update(differs)
-        if conv_dim is not None and data["network"]["type"] == "lora":
-            data["network"]["type"] = "locon"
-        cfg = TrainConfig.model_validate(data)
-    return cfg, state_dict
-
-
-def read_captions(plan) -> dict[Path, str]:
-    """Each image's caption text: its caption file, else its folder's class name."""
-    from engine.data.captions import read_caption
-
-    return {
-        item.record.path: read_caption(item.record.caption_path) if item.record.caption_path else item.record.class_caption
-        for item in plan.items
-    }
-
-
-def tag_frequency(plan, captions: dict[Path, str]) -> dict[str, dict[str, int]]:
-    """ss_tag_frequency: per training folder, how many captions hold each tag."""
-    from engine.data.captions import count_tags
-
-    by_folder: dict[str, list[str]] = {}
-    for item in plan.items:
-        if not item.record.is_reg:
-            by_folder.setdefault(item.record.subset, []).append(captions[item.record.path])
-    return {folder: dict(count_tags(texts)) for folder, texts in by_folder.items()}
-
-
-def _move_to_device_now(model, device, weight_dtype) -> None:
-    """model.lowram: the UNet and text encoders leave the CPU's memory as soon as they are loaded
-    (for machines with more GPU memory than RAM, e.g. Colab). On a CPU they are in RAM either way."""
-    if device.type == "cpu":
-        return
-    model.unet.to(device, dtype=weight_dtype)
-    for encoder in model.text_encoders:
-        encoder.to(device, dtype=weight_dtype)
-    import gc
-
-    gc.collect()
-
-
-def _allow_fp16_gradient_unscaling(acc) -> None:
-    """full_fp16 keeps the LoRA's gradients in fp16; torch's GradScaler refuses to unscale fp16
-    gradients unless told to (sd-scripts patches the scaler the same way)."""
-    scaler = getattr(acc, "scaler", None)
-    if scaler is None:
-        return
-    original = scaler._unscale_grads_
-
-    def unscale_allowing_fp16(optimizer, inv_scale, found_inf, allow_fp16):
-        return original(optimizer, inv_scale, found_inf, True)
-
-    scaler._unscale_grads_ = unscale_allowing_fp16
-
-
-def _hold_to_the_rulebook(cfg: TrainConfig, family, num_processes: int, reporter: Reporter) -> None:
+def hold_to_the_rulebook(cfg: TrainConfig, family, num_processes: int, reporter: Reporter) -> None:
     """The rulebook's verdict once the model's family is known for sure: its warnings are shown in
     the run's log; an error means the run was started without preflight (a direct `train` call),
     and is the same error preflight would have given."""
-    from engine.config.machine import this_machine
-    from engine.config.rules import Facts, check
-
     problems = check(cfg, Facts(this_machine(), family, num_processes, paths=False))
     refused = errors(problems)
     if refused:
@@ -348,18 +203,36 @@ def _hold_to_the_rulebook(cfg: TrainConfig, family, num_processes: int, reporter
         reporter.notice(str(problem))
 
 
-def _set_attention(cfg: TrainConfig, unet) -> None:
-    """xformers where asked for and usable (a CUDA GPU and the package); otherwise diffusers' default,
-    torch SDPA (flash / memory-efficient kernels on CUDA), which computes the same attention."""
-    if cfg.model.attention != Attention.XFORMERS or not torch.cuda.is_available():
-        return
-    if importlib.util.find_spec("xformers") is None:
-        return
-    unet.enable_xformers_memory_efficient_attention()
+def ready_for_training(cfg: TrainConfig, plan: RunPlan, model: BaseComponents, acc, weight_dtype, reporter: Reporter):
+    """The U-Net and text encoders on the device in their training dtype, the attention kernel and
+    gradient checkpointing set; returns the text-encoder cache when the captions allow one (the
+    encoders then leave the device: the steps read the cache)."""
+    model.unet.to(acc.device, dtype=weight_dtype)
+    for encoder in model.text_encoders:
+        encoder.to(acc.device, dtype=weight_dtype)
+    text_cache = text_cache_for(cfg, plan, model, acc, reporter)
+    if text_cache is not None:
+        for encoder in model.text_encoders:
+            encoder.to("cpu")
+    if cfg.model.attention == Attention.XFORMERS and torch.cuda.is_available() and _has_xformers():
+        model.unet.enable_xformers_memory_efficient_attention()  # else diffusers' default, torch SDPA
+    if cfg.optim.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+        for encoder in model.text_encoders:
+            encoder.gradient_checkpointing_enable()
+    return text_cache
 
 
-def uses_block_settings(net) -> bool:
-    """Any block-wise setting: LR weights (their zero blocks drop modules), the zero threshold, or a block list."""
-    from engine.network.blocks import BLOCK_LISTS, uses_block_lr
+def _has_xformers() -> bool:
+    import importlib.util
 
-    return uses_block_lr(net) or net.block_lr_zero_threshold > 0 or any(getattr(net, n) is not None for n in BLOCK_LISTS)
+    return importlib.util.find_spec("xformers") is not None
+
+
+def release(session: Session) -> None:
+    """Drop the model and optimizer so the next run of a queue starts with free memory."""
+    if session.inputs.images is not None:
+        session.inputs.images.close()
+    session.network.remove()
+    session.train_log.close()
+    session.model = session.network = session.optimizer = session.scheduler = session.inputs = None  # type: ignore[assignment]

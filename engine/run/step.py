@@ -1,33 +1,58 @@
 """One training micro-batch: captions -> conditioning, latents -> noisy latents, UNet -> loss.
 
-Every random draw of the step comes from generators derived from (seed, epoch, batch index,
-process), so the same config and seed give the same run, and a resumed run the same steps.
+Every random draw of the step comes from streams derived from (seed, epoch, batch index, process)
+(engine/run/rng.py), so the same config and seed give the same run, and a resumed run the same steps.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from engine.config.schema import ModelFamily
+from engine import rng
+from engine.config.schema import ModelFamily, TrainConfig
 from engine.data.buckets import crop_ltrb_for_sdxl, crop_offsets, sdxl_crop_top_left
 from engine.data.captions import process_caption
-from engine.data.latents import encode_images, load_image
+from engine.data.latents import ImageLoader, LatentCache, encode_images, load_image
 from engine.data.plan import Sample
 from engine.run.losses import batch_loss_value
 from engine.run.noise import make_noise, make_noisy_latents, sample_timesteps, v_target
-from engine.run.setup import derive_generator
-from engine.text.cache import encode_captions
+from engine.text.cache import TextCache, encode_captions
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from engine.models.components import BaseComponents
 
 
-def batch_captions(session, batch: list[Sample], epoch: int, rng: random.Random) -> list[str]:
-    ds = session.cfg.dataset
+@dataclass
+class StepInputs:
+    """What a step reads: the settings, the frozen model, the inputs prepared at setup."""
+
+    cfg: TrainConfig
+    model: BaseComponents
+    accelerator: Accelerator
+    captions: dict[Path, str]  # each image's caption text, before the caption rules
+    latents: LatentCache | None  # None: images are encoded at each step
+    text_cache: TextCache | None  # None: captions are encoded at each step
+    alphas_cumprod: torch.Tensor  # the training noise schedule, on the CPU (noise is drawn there)
+    all_snr: torch.Tensor  # SNR of the plain schedule, on the device (sd-scripts weights by it)
+    weight_dtype: torch.dtype  # the frozen weights' dtype
+    images: ImageLoader | None = None  # threads that decode images for uncached latents
+    train_text_encoder: bool = True  # False once training.stop_text_encoder_training is reached
+
+
+def batch_captions(inputs: StepInputs, batch: list[Sample], epoch: int, rules: random.Random) -> list[str]:
+    ds = inputs.cfg.dataset
     return [
         process_caption(
-            session.captions[sample.item.record.path],
+            inputs.captions[sample.item.record.path],
             epoch=epoch,
-            rng=rng,
+            rng=rules,
             shuffle=ds.shuffle_caption,
             keep_tokens=ds.keep_tokens,
             tag_dropout_rate=ds.caption_tag_dropout_rate,
@@ -38,27 +63,23 @@ def batch_captions(session, batch: list[Sample], epoch: int, rng: random.Random)
     ]
 
 
-def batch_latents(session, batch: list[Sample], epoch: int, index: int, rows: list[int]) -> torch.Tensor:
+def batch_latents(inputs: StepInputs, batch: list[Sample], epoch: int, index: int, rows: list[int]) -> torch.Tensor:
     """Latents of the samples at `rows` of the global batch: from the cache, or encoded now with a
     crop and VAE noise drawn per sample (so they do not depend on how the batch is split)."""
     chosen = [batch[i] for i in rows]
-    if session.latents is not None:
-        return torch.stack([session.latents.get(s.item.record.path, s.flip) for s in chosen])
-    seed = session.cfg.training.seed
+    if inputs.latents is not None:
+        return torch.stack([inputs.latents.get(s.item.record.path, s.flip) for s in chosen])
+    ds, seed = inputs.cfg.dataset, inputs.cfg.training.seed
 
     def load(row: int, sample: Sample) -> torch.Tensor:
-        crop = None
-        if session.cfg.dataset.random_crop:
-            crop = crop_offsets(sample.item.choice, random.Random(f"crop:{seed}:{epoch}:{index}:{row}"))
-        color = random.Random(f"color:{seed}:{epoch}:{index}:{row}") if session.cfg.dataset.color_aug else None
+        crop = crop_offsets(sample.item.choice, rng.random_crop(seed, epoch, index, row)) if ds.random_crop else None
+        color = rng.color_shift(seed, epoch, index, row) if ds.color_aug else None
         return load_image(sample.item.record.path, sample.item.choice, sample.flip, crop, color)
 
-    # dataset.max_data_loader_n_workers: decode the batch's images on that many threads
-    pool = session.image_loader()
-    pixels = list(pool.map(load, rows, chosen)) if pool else [load(r, s) for r, s in zip(rows, chosen)]
-    generators = [derive_generator(seed, "vae", epoch, index, row) for row in rows]
-    vae = session.components.vae
-    vae.to(session.accelerator.device)
+    pixels = inputs.images.map(load, rows, chosen) if inputs.images else [load(r, s) for r, s in zip(rows, chosen)]
+    generators = [rng.vae_sample(seed, epoch, index, row) for row in rows]
+    vae = inputs.model.vae
+    vae.to(inputs.accelerator.device)
     return encode_images(vae, torch.stack(pixels), generators).cpu()
 
 
@@ -85,42 +106,39 @@ def sdxl_time_ids(batch: list[Sample]) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-def conditioning(session, captions: list[str]):
+def conditioning(inputs: StepInputs, captions: list[str]):
     """The UNet's conditioning: from the text-encoder cache when setup built one (frozen encoders,
     fixed captions; engine/text/cache.py), else encoded now, with gradients only when a text
     encoder trains (a frozen encoder needs no graph)."""
-    device = session.accelerator.device
-    cache = session.text_cache
-    if cache is not None:
-        return cache.conditioning(captions, device)
-    with torch.set_grad_enabled(session.train_text_encoder), session.accelerator.autocast():
+    device = inputs.accelerator.device
+    if inputs.text_cache is not None:
+        return inputs.text_cache.conditioning(captions, device)
+    with torch.set_grad_enabled(inputs.train_text_encoder), inputs.accelerator.autocast():
         return encode_captions(
-            session.components, captions, session.cfg.model, device, weighted=session.cfg.dataset.weighted_captions
+            inputs.model, captions, inputs.cfg.model, device, weighted=inputs.cfg.dataset.weighted_captions
         )
 
 
-def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Tensor:
+def batch_loss(inputs: StepInputs, batch: list[Sample], epoch: int, index: int) -> torch.Tensor:
     """The loss of this process's part of global batch `index` of `epoch`.
 
-    Every random draw is made for the whole global batch from generators derived from
+    Every random draw is made for the whole global batch from streams derived from
     (seed, epoch, index) and then cut to this process's rows: N processes with batch b draw
     exactly what one process with batch N*b draws.
     """
-    cfg, acc, model = session.cfg, session.accelerator, session.components
+    cfg, acc, model = inputs.cfg, inputs.accelerator, inputs.model
     tr = cfg.training
     device = acc.device
     rows = rank_rows(len(batch), acc.process_index, acc.num_processes)
-    rng = random.Random(f"step:{tr.seed}:{epoch}:{index}")
-    generator = derive_generator(tr.seed, "step", epoch, index)
-    # the LoRA dropouts draw from torch's global generator: seed it per step too, so a resumed run
-    # draws exactly what the uninterrupted one did
-    torch.manual_seed(derive_generator(tr.seed, "dropout", epoch, index, acc.process_index).initial_seed())
+    rules = rng.caption_rules(tr.seed, epoch, index)
+    generator = rng.step_noise(tr.seed, epoch, index)
+    torch.manual_seed(rng.dropout_seed(tr.seed, epoch, index, acc.process_index))
 
-    captions = [batch_captions(session, batch, epoch, rng)[i] for i in rows]
-    own = batch_latents(session, batch, epoch, index, rows)
+    captions = [batch_captions(inputs, batch, epoch, rules)[i] for i in rows]
+    own = batch_latents(inputs, batch, epoch, index, rows)
     latents = torch.zeros((len(batch), *own.shape[1:]), dtype=own.dtype)
     latents[rows] = own  # other processes' rows stay zero: only their random draws matter here
-    cond = conditioning(session, captions)
+    cond = conditioning(inputs, captions)
 
     noise = make_noise(
         latents,
@@ -132,12 +150,9 @@ def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Te
         multires_discount=tr.multires_noise_discount,
     )
     timesteps = sample_timesteps(len(batch), tr.min_timestep, tr.max_timestep, generator)
-    alphas = session.alphas_cumprod
+    alphas = inputs.alphas_cumprod
     noisy = make_noisy_latents(latents, noise, timesteps, alphas, generator, ip_noise_gamma=tr.ip_noise_gamma)
-    if cfg.model.v_parameterization:
-        target = v_target(latents, noise, timesteps, alphas)
-    else:
-        target = noise
+    target = v_target(latents, noise, timesteps, alphas) if cfg.model.v_parameterization else noise
 
     noisy, target, timesteps = noisy[rows].to(device), target[rows].to(device), timesteps[rows].to(device)
     batch = [batch[i] for i in rows]
@@ -145,18 +160,16 @@ def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Te
     if model.family == ModelFamily.SDXL:
         extra["added_cond_kwargs"] = {"text_embeds": cond.pooled, "time_ids": sdxl_time_ids(batch).to(device)}
     with acc.autocast():
-        pred = model.unet(noisy.to(session.weight_dtype), timesteps, cond.hidden, **extra).sample
+        pred = model.unet(noisy.to(inputs.weight_dtype), timesteps, cond.hidden, **extra).sample
 
-    weights = torch.tensor(
-        [cfg.dataset.prior_loss_weight if s.item.record.is_reg else 1.0 for s in batch], device=device
-    )
+    weights = torch.tensor([cfg.dataset.prior_loss_weight if s.item.record.is_reg else 1.0 for s in batch], device=device)
     return batch_loss_value(
         pred.float(),
         target.float(),
         timesteps,
         sample_weights=weights,
         alphas_cumprod=alphas.to(device),
-        all_snr=session.all_snr,
+        all_snr=inputs.all_snr,
         loss_type=tr.loss_type,
         huber_c=tr.huber_c,
         huber_schedule=tr.huber_schedule,

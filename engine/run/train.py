@@ -1,14 +1,20 @@
-"""The training loop: one readable function from a validated config to LoRA files.
+"""The training loop: one readable function from a planned config to LoRA files.
 
-    setup (plan, model, latents, LoRA, optimizer; engine/run/setup.py)
-    -> for each epoch, for each batch: loss (engine/run/step.py), backward, optimizer step
-    -> save every N epochs / steps and at the end (engine/run/saving.py), states for exact resume
-    -> RunResult
+    prepare_session (engine/run/setup.py): model, cached inputs, LoRA, optimizer and schedule
+    -> for each epoch, for each global batch: training_step (loss: engine/run/step.py, backward,
+       and at each accumulation boundary the optimizer and schedule steps)
+    -> the loss read, saves, states and samples when due (engine/run/cadence.py)
+    -> the final save -> RunResult
 
-Every random draw of a step comes from generators derived from (seed, epoch, batch), so a run is
-reproducible, and a resumed run continues exactly: it skips the batches already trained and
-draws what the uninterrupted run would have drawn. The loss is read back from the device only
-every `LOSS_READ_EVERY` steps: a host sync per step would stall the GPU.
+Every random draw of a step comes from streams derived from (seed, epoch, batch) (engine/rng.py),
+so a run is reproducible, and a resumed run continues exactly: it skips the batches already
+trained and draws what the uninterrupted run would have drawn.
+
+Gradient accumulation is the loop's own, as sd-scripts does it: the optimizer steps after every
+`gradient_accumulation_steps` micro-batches and after an epoch's last one, so an epoch that is not
+a multiple of the accumulation ends with a shorter step instead of carrying its last micro-batches
+into the next epoch. Each micro-batch's loss is divided by the accumulation count, as accelerate's
+`backward` does, the short last step included.
 """
 
 from __future__ import annotations
@@ -18,199 +24,238 @@ import time
 from pathlib import Path
 
 from engine.config.schema import TrainConfig
-from engine.data.plan import epoch_batches
+from engine.data.plan import RunPlan, epoch_batches
 from engine.errors import TrainingError
-from engine.events import Reporter, RunResult, StepStats, StopSignal
-from engine.run.state import Position, prune_states, save_state, state_dir_name
+from engine.events import Phase, Reporter, RunResult, RunStatus, StepStats, StopSignal
+from engine.network.max_norm import apply_max_norm
+from engine.run.cadence import (
+    epoch_save_due,
+    loss_read_due,
+    step_save_due,
+    text_encoder_stop_step,
+)
+from engine.run.distributed import agree, average_gradients
+from engine.run.inputs import StoppedDuringSetup
+from engine.run.prompts import sample_tag, should_sample
+from engine.run.saving import Saver
+from engine.run.session import Session
+from engine.run.setup import prepare_session, quiet_heavy_imports, release
+from engine.run.state import Position
+from engine.run.step import batch_loss
+from engine.run.tracking import learning_rates
 
-LOSS_READ_EVERY = 10
 
-
-def train(cfg: TrainConfig, run_dir: Path, reporter: Reporter, stop: StopSignal | None = None) -> RunResult:
-    """Train one config into `run_dir`. Bad input raises a LoraWizardError before the first step;
-    a failure while training is a TrainingError whose message says what to change."""
-    from engine.run.setup import StoppedDuringSetup, prepare_session, quiet_heavy_imports
-
+def train(
+    cfg: TrainConfig,
+    plan: RunPlan,
+    run_dir: Path,
+    reporter: Reporter,
+    stop: StopSignal | None = None,
+    resume_from: Path | None = None,
+) -> RunResult:
+    """Train one config, with the plan preflight made, into `run_dir`. Bad input raises a
+    LoraWizardError before the first step; a failure while training is a TrainingError whose
+    message says what to change. `resume_from`: a state folder to continue from."""
     quiet_heavy_imports()
     import torch
 
-    stop = stop or StopSignal()
+    threads = torch.get_num_threads()  # a CPU run computes on one thread (setup.use_one_cpu_thread)
+    try:
+        return _train(cfg, plan, run_dir, reporter, stop or StopSignal(), resume_from)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, plan: RunPlan, run_dir: Path, reporter: Reporter, stop: StopSignal, resume_from: Path | None) -> RunResult:
+    import torch
+
     started = time.monotonic()
     try:
-        session = prepare_session(cfg, run_dir, reporter, stop)
+        session = prepare_session(cfg, plan, run_dir, reporter, stop, resume_from)
     except StoppedDuringSetup:
-        return RunResult(run_dir, "interrupted", 0, 0, [], time.monotonic() - started, "stopped before the first step")
-    if stop.requested:
-        session.release()
-        return RunResult(run_dir, "interrupted", 0, session.plan.total_steps, [], time.monotonic() - started, "stopped before the first step")
+        return _stopped_before_the_first_step(run_dir, plan, started)
     try:
-        return _run(session, run_dir, reporter, stop, started)
+        if stop.requested:
+            return _stopped_before_the_first_step(run_dir, plan, started)
+        return run_loop(session, stop, started)
     finally:
-        session.release()  # also after a failure: the next run of a queue needs the memory
+        release(session)  # also after a failure: the next run of a queue needs the memory
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
 
-def _run(session, run_dir: Path, reporter: Reporter, stop: StopSignal, started: float) -> RunResult:
-    from engine.run.sampling import should_sample
-    from engine.run.tracking import learning_rates
+def _stopped_before_the_first_step(run_dir: Path, plan: RunPlan, started: float) -> RunResult:
+    return RunResult(run_dir, RunStatus.INTERRUPTED, 0, plan.total_steps, [], time.monotonic() - started, "stopped before the first step")
 
-    cfg = session.cfg  # dims may come from network.network_weights
-    plan, acc, saving = session.plan, session.accelerator, cfg.saving
-    saver = Saver(session, run_dir)
-    files: list[Path] = list(session.extra_files)
-    reporter.phase("training")
-    reporter.started(plan.total_steps, plan.epochs)
 
-    start = session.start
-    step = start.step if start else 0
-    epoch = (start.epoch if start else 1) - 1
-    skip = start.batches_done if start else 0
-    status, batches, ended_epoch = "done", [], 0
-    loss_sum, loss_count, shown_loss = None, 0, None
-    while step < plan.total_steps and status == "done":
-        epoch += 1
-        batches = epoch_batches(plan, cfg.training.seed, epoch, cfg.dataset.flip_aug)  # each process takes its rows
-        for index, batch in enumerate(batches):
-            if index < skip:
-                continue  # trained before the resume
-            loss, norms = training_step(session, batch, epoch, index)
-            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
-            loss_count += 1
-            if not acc.sync_gradients:
+def run_loop(session: Session, stop: StopSignal, started: float) -> RunResult:
+    """The loop of a prepared session: epochs of global batches, until the planned step count."""
+    cfg, plan, acc, reporter = session.cfg, session.plan, session.accelerator, session.reporter
+    seed, total = cfg.training.seed, plan.total_steps
+    saver = Saver(cfg, session.run_dir, session.network, session.optimizer, session.scheduler, session.metadata, acc, reporter)
+    meter = LossMeter()
+    text_encoder_stop = text_encoder_stop_step(cfg.training, total)
+    files = list(session.extra_files)
+    start = session.start or Position(1, 0, 0, seed, acc.num_processes, total)
+    step, epoch, status = start.step, start.epoch, RunStatus.DONE
+    final = Position(epoch - 1, 0, step, seed, acc.num_processes, total)  # a run that has no step left
+    reporter.phase(Phase.TRAINING)
+    reporter.started(total, plan.epochs)
+    while step < total and status == RunStatus.DONE:
+        batches = epoch_batches(plan, seed, epoch, cfg.dataset.flip_aug)  # each process takes its rows
+        first = start.batches_done if epoch == start.epoch else 0  # trained before a resume
+        for index in range(first, len(batches)):
+            epoch_end = index == len(batches) - 1
+            boundary = accumulation_boundary(index, epoch_end, plan.grad_accum)
+            loss, norms = training_step(session, batches[index], epoch, index, boundary)
+            meter.add(loss)
+            if not boundary:
                 continue
             step += 1
-            here = Position(epoch, index + 1, step, cfg.training.seed, acc.num_processes, plan.total_steps)
-            fresh_loss = None
-            epoch_last = index == len(batches) - 1  # one more read per epoch keeps loss/epoch_average exact
-            if step % LOSS_READ_EVERY == 0 or step == plan.total_steps or stop.requested or epoch_last:
-                shown_loss = fresh_loss = _read_loss(loss_sum, loss_count, step)
-                loss_sum, loss_count = None, 0
-            session.train_log.step(step, fresh_loss, learning_rates(session.optimizer))
-            if norms is not None:
-                scaled, mean_norm, max_norm = norms
-                session.train_log.scalars(
-                    step, {"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean_norm, "max_norm/max_key_norm": max_norm}
-                )
-            reporter.step(StepStats(step, plan.total_steps, epoch, plan.epochs, shown_loss, session.scheduler.get_last_lr()[0]))
-            session.maybe_stop_text_encoder(step)
+            here = Position(epoch, index + 1, step, seed, acc.num_processes, total)
+            _report_step(session, meter, step, epoch, norms, epoch_end=epoch_end, stopping=stop.requested)
+            if text_encoder_stop is not None and step >= text_encoder_stop and session.inputs.train_text_encoder:
+                _stop_text_encoder(session, step)
             if should_sample(cfg.sampling, epoch, step, epoch_end=False):
-                session.sample(epoch, step, epoch_end=False)
-            if step >= plan.total_steps:
+                _sample(session, epoch, step, epoch_end=False)
+            if step >= total:
                 break
-            stop_now, state_now = session.agree(step, stop.requested, saver.state_due())
-            if saving.save_every_n_steps and step % saving.save_every_n_steps == 0:
+            stop_now, state_now = agree(step, acc.num_processes, acc.device, stop.requested, saver.state_due())
+            if step_save_due(cfg.saving, step, total):
                 files += saver.save(epoch, step, f"step{step:08d}", here, kind="step")
             elif state_now:
                 files += saver.save_state_only(f"step{step:08d}", here)
             if stop_now:
-                status = "interrupted"
+                status = RunStatus.INTERRUPTED
                 break
-        else:
-            _end_epoch(session, epoch, step)
-            ended_epoch = epoch
-            after_epoch = Position(epoch + 1, 0, step, cfg.training.seed, acc.num_processes, plan.total_steps)
-            if saving.save_every_n_epochs and epoch % saving.save_every_n_epochs == 0 and step < plan.total_steps:
-                files += saver.save(epoch, step, f"{epoch:06d}", after_epoch, kind="epoch")
-        skip = 0
-
-    if status == "done" and ended_epoch != epoch:
-        _end_epoch(session, epoch, step)  # the last epoch, cut off by the step count
-    final = Position(epoch, len(batches), step, cfg.training.seed, acc.num_processes, plan.total_steps)
-    if status == "interrupted":
+        if status == RunStatus.INTERRUPTED:
+            break
+        _end_epoch(session, epoch, step)
+        final = Position(epoch, len(batches), step, seed, acc.num_processes, total)
+        if epoch_save_due(cfg.saving, epoch, step, total):
+            files += saver.save(epoch, step, f"{epoch:06d}", Position(epoch + 1, 0, step, seed, acc.num_processes, total), kind="epoch")
+        epoch += 1
+    if status == RunStatus.INTERRUPTED:
         final = here
-    files += saver.save(epoch, step, "interrupted" if status == "interrupted" else None, final, kind=None)
+    files += saver.save(final.epoch, step, "interrupted" if status == RunStatus.INTERRUPTED else None, final, kind=None)
     acc.wait_for_everyone()
     files = [f for f in files if f not in saver.removed]
-    return RunResult(run_dir, status, step, plan.total_steps, files, time.monotonic() - started)
+    return RunResult(session.run_dir, status, step, total, files, time.monotonic() - started)
 
 
-def training_step(session, batch, epoch: int, index: int):
-    """One micro-batch: loss, backward and, at an accumulation boundary, the gradient average over
-    processes, clipping, the optimizer and schedule steps and max-norm. Returns the (device) loss
-    and the max-norm numbers when they were applied. The benchmark times exactly this."""
+def accumulation_boundary(index: int, epoch_end: bool, accumulation: int) -> bool:
+    """The optimizer steps after every `accumulation` micro-batches of an epoch and after its last."""
+    return (index + 1) % accumulation == 0 or epoch_end
+
+
+def training_step(session: Session, batch, epoch: int, index: int, boundary: bool = True):
+    """One micro-batch: loss and backward, and at an accumulation boundary the gradient average
+    over processes, clipping, the optimizer and schedule steps and max-norm. Returns the (device)
+    loss and the max-norm numbers when they were applied. The benchmark times exactly this."""
     acc, opt = session.accelerator, session.cfg.optim
-    norms = None
-    with acc.accumulate(session.network):
-        loss = session.batch_loss(batch, epoch, index)
-        acc.backward(loss)
-        if acc.sync_gradients:
-            session.average_gradients()
-        if acc.sync_gradients and opt.max_grad_norm > 0:
-            acc.clip_grad_norm_(session.trainable, opt.max_grad_norm)
-        session.optimizer.step()  # accelerate skips it between accumulation boundaries
-        if acc.sync_gradients:
-            session.scheduler.step()  # one schedule step per optimizer step
-        session.optimizer.zero_grad(set_to_none=True)
-        if acc.sync_gradients and opt.scale_weight_norms:
-            from engine.network.max_norm import apply_max_norm
-
-            norms = apply_max_norm(acc.unwrap_model(session.network), opt.scale_weight_norms, acc.device)
+    loss = batch_loss(session.inputs, batch, epoch, index)
+    acc.backward(loss / opt.gradient_accumulation_steps)
+    if not boundary:
+        return loss, None
+    trainable = trainable_parameters(session.network)
+    average_gradients(trainable, acc.num_processes)
+    if opt.max_grad_norm > 0:
+        acc.clip_grad_norm_(trainable, opt.max_grad_norm)
+    session.optimizer.step()
+    session.scheduler.step()  # one schedule step per optimizer step
+    session.optimizer.zero_grad(set_to_none=True)
+    norms = apply_max_norm(session.network, opt.scale_weight_norms, acc.device) if opt.scale_weight_norms else None
     return loss, norms
 
 
-class Saver:
-    """LoRA files and (with saving.save_state) training states, on the main process only."""
-
-    def __init__(self, session, run_dir: Path) -> None:
-        self.session = session
-        self.run_dir = run_dir
-        self.cfg = session.cfg
-        self.base = self.cfg.saving.output_name or "last"
-        self.last_state_time = time.monotonic()
-        self.removed: set[Path] = set()  # saves pruned by keep-last-N
-
-    def save(self, epoch: int, step: int, suffix: str | None, position: Position, kind: str | None) -> list[Path]:
-        sv = self.cfg.saving
-        files = self.session.save(epoch, step, suffix)
-        if sv.save_state:
-            files += self.save_state_only(suffix, position)
-        if kind is None or not self.session.accelerator.is_main_process:
-            return files
-        if sv.save_last_n_epochs if kind == "epoch" else sv.save_last_n_steps:
-            from engine.run.saving import prune_old_saves
-
-            self.removed.update(prune_old_saves(self.run_dir, self.cfg, kind, step if kind == "step" else epoch))
-        keep_states = sv.save_last_n_steps_state if kind == "step" else sv.save_last_n_epochs_state
-        if keep_states:
-            prune_states(self.run_dir, self.base, kind, keep_states)
-        return files
-
-    def state_due(self) -> bool:
-        minutes = self.cfg.saving.save_state_every_n_minutes
-        return bool(minutes) and time.monotonic() - self.last_state_time >= minutes * 60
-
-    def save_state_only(self, suffix: str | None, position: Position) -> list[Path]:
-        self.last_state_time = time.monotonic()
-        acc = self.session.accelerator
-        acc.wait_for_everyone()
-        if not acc.is_main_process:
-            return []
-        folder = self.run_dir / state_dir_name(self.base, suffix)
-        if folder.exists():
-            return []  # a step save and a timed save at the same step: one state is enough
-        path = save_state(folder, acc.unwrap_model(self.session.network), self.session.optimizer, self.session.scheduler, position)
-        self.session.reporter.saved(path)
-        keep = self.cfg.saving.save_last_n_steps_state
-        if keep and suffix and suffix.startswith("step"):
-            self.removed.update(prune_states(self.run_dir, self.base, "step", keep))
-        return [path]
+def trainable_parameters(network) -> list:
+    """The parameters the optimizer updates (the text encoder's stop once it stops training)."""
+    return [p for p in network.parameters() if p.requires_grad]
 
 
-def _end_epoch(session, epoch: int, step: int) -> None:
-    from engine.run.sampling import should_sample
+class LossMeter:
+    """The mean loss since the last read. The sum stays on the device: reading it back is a host
+    sync, which stalls a GPU, so it is read only when due (engine/run/cadence.py)."""
 
-    session.end_epoch()
+    def __init__(self) -> None:
+        self.total = None
+        self.count = 0
+        self.shown: float | None = None  # the latest value read, shown until the next read
+
+    def add(self, loss) -> None:
+        loss = loss.detach()
+        self.total = loss if self.total is None else self.total + loss
+        self.count += 1
+
+    def read(self, step: int) -> float:
+        value = float(self.total) / self.count
+        self.total, self.count = None, 0
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"the loss became {value} at step {step}: lower optim.learning_rate (e.g. halve it), or use "
+                "optim.mixed_precision=bf16 (or no) instead of fp16"
+            )
+        self.shown = value
+        return value
+
+
+def _report_step(session: Session, meter: LossMeter, step: int, epoch: int, norms, *, epoch_end: bool, stopping: bool) -> None:
+    plan = session.plan
+    fresh = meter.read(step) if loss_read_due(step, plan.total_steps, epoch_end=epoch_end, stopping=stopping) else None
+    session.train_log.step(step, fresh, learning_rates(session.optimizer))
+    if norms is not None:
+        scaled, mean_norm, max_norm = norms
+        session.train_log.scalars(
+            step, {"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean_norm, "max_norm/max_key_norm": max_norm}
+        )
+    session.reporter.step(StepStats(step, plan.total_steps, epoch, plan.epochs, meter.shown, session.scheduler.get_last_lr()[0]))
+
+
+def _stop_text_encoder(session: Session, step: int) -> None:
+    """training.stop_text_encoder_training: from this step the text encoder's LoRA stops learning
+    (its gradients stop; the optimizer skips parameters without one)."""
+    for module in session.network.text_encoder_loras:
+        module.requires_grad_(False)
+    session.inputs.train_text_encoder = False
+    percent = session.cfg.training.stop_text_encoder_training
+    session.reporter.notice(f"step {step}: the text encoder stops training ({percent}% of the steps)")
+
+
+def _end_epoch(session: Session, epoch: int, step: int) -> None:
+    if session.inputs.images is not None:
+        session.inputs.images.end_epoch()
     session.train_log.epoch(epoch)
     if should_sample(session.cfg.sampling, epoch, step, epoch_end=True):
-        session.sample(epoch, step, epoch_end=True)
+        _sample(session, epoch, step, epoch_end=True)
 
 
-def _read_loss(loss_sum, count: int, step: int) -> float:
-    value = float(loss_sum) / count
-    if not math.isfinite(value):
-        raise TrainingError(
-            f"the loss became {value} at step {step}: lower optim.learning_rate (e.g. halve it), or use "
-            "optim.mixed_precision=bf16 (or no) instead of fp16"
+def _sample(session: Session, epoch: int, step: int, *, epoch_end: bool) -> None:
+    """Sample images on the main process (the others wait), shown in TensorBoard too."""
+    from engine.run.sampling import generate_samples
+
+    acc, cfg, model = session.accelerator, session.cfg, session.model
+    if acc.is_main_process:
+        encoders_were = [next(e.parameters()).device for e in model.text_encoders]
+        for encoder in model.text_encoders:
+            encoder.to(acc.device)  # the text cache may have parked them on the CPU
+        paths = generate_samples(
+            model,
+            session.network,
+            session.sample_prompts,
+            sampler=cfg.sampling.sample_sampler,
+            seed=cfg.training.seed,
+            out_dir=session.run_dir / "sample",
+            tag=sample_tag(cfg.saving.output_name, epoch, step, epoch_end),
+            device=acc.device,
+            dtype=session.inputs.weight_dtype,
+            clip_skip=cfg.model.clip_skip,
+            v_parameterization=cfg.model.v_parameterization,
+            max_token_length=cfg.model.max_token_length,
+            default_size=cfg.dataset.width_height,
         )
-    return value
+        for encoder, device in zip(model.text_encoders, encoders_were):
+            encoder.to(device)
+        session.train_log.samples(step, paths)
+        session.reporter.notice(f"sample images at step {step}: {paths[-1]}")
+    acc.wait_for_everyone()

@@ -21,6 +21,7 @@ import torch
 
 from engine.config.schema import ModelConfig, TrainConfig, TrainOn
 from engine.data.captions import process_caption
+from engine.events import Phase
 from engine.text.encoding import Conditioning, encode, tokenize
 
 
@@ -92,7 +93,7 @@ def build_text_cache(cfg: TrainConfig, plan, captions: dict, components, acceler
         if cfg.network.train_on == TrainOn.UNET_ONLY:
             reporter.notice(f"text-encoder outputs are computed at every step, not cached: {reason}")
         return None
-    reporter.phase("caching text-encoder outputs")
+    reporter.phase(Phase.CACHING_TEXT)
     texts = captions_to_cache(cfg, plan, captions)
     size = cfg.training.batch_size
     entries: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}

@@ -10,18 +10,19 @@ import os
 import sys
 
 import engine.run.step
+import engine.run.train
 
 RANK, AT = int(sys.argv[1]), int(sys.argv[2])
 real_batch_loss = engine.run.step.batch_loss
 
 
-def faulty_batch_loss(session, batch, epoch, index):
+def faulty_batch_loss(inputs, batch, epoch, index):
     if int(os.environ.get("RANK", "0")) == RANK and index == AT:
         raise RuntimeError(f"injected fault on rank {RANK} at batch {AT}")
-    return real_batch_loss(session, batch, epoch, index)
+    return real_batch_loss(inputs, batch, epoch, index)
 
 
-engine.run.step.batch_loss = faulty_batch_loss
+engine.run.train.batch_loss = faulty_batch_loss  # the loop's own reference to the step
 
 from wizard.app import main  # noqa: E402
 
