@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.config.machine import OPTIONAL_PACKAGES, Machine
-from engine.config.rules import Facts, check
+from engine.config.machine import OPTIONAL_PACKAGES, Facts, Machine
+from engine.config.rules import check
 from engine.config.schema import Attention, MixedPrecision, ModelFamily, TrainConfig
 from engine.events import Outcome
 from engine.problems import Level

@@ -205,7 +205,7 @@ def _execute(console: Console, journal, runs, trainer, *, resume_hint: str | Non
     shutdown): finish the step, save `<name>-interrupted`, stop the queue. Second: leave at once.
     `invalid`: (entry, problems) of runs that preflight refused (--skip-invalid), recorded failed."""
     from engine.events import StopSignal
-    from engine.queue.journal import run_queue
+    from engine.queue.execute import run_queue
     from engine.queue.policy import outcome
     from engine.queue.runner import default_trainer
 
@@ -234,7 +234,7 @@ def _execute(console: Console, journal, runs, trainer, *, resume_hint: str | Non
 
 
 class _QueueConsole:
-    """engine.queue.journal.QueueListener for the terminal: a heading and a progress bar per run."""
+    """engine.queue.execute.QueueListener for the terminal: a heading and a progress bar per run."""
 
     def __init__(self, console: Console) -> None:
         self.console = console

@@ -160,8 +160,8 @@ def run_problems(cfg: TrainConfig, draft: Draft) -> list[Problem]:
     """What preflight will say about this config without reading the images: the rulebook with the
     machine, the model family (from the file's header) and the process count, and the layout of the
     dataset folders (each problem named by the folder's field, so its question is asked again)."""
-    from engine.config.machine import this_machine_at_a_glance
-    from engine.config.rules import Facts, check
+    from engine.config.machine import Facts, this_machine_at_a_glance
+    from engine.config.rules import check
     from engine.data.lint import folder_layout_problems
     from engine.run.distributed import launched_processes
 

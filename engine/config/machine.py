@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from engine.config.optimizers import REGISTRY as OPTIMIZERS
+from engine.config.schema import ModelFamily, TrainConfig
 
 #: packages whose presence a rule depends on (import names): the optimizers' and the options'
 OPTIONAL_PACKAGES: tuple[str, ...] = tuple(
@@ -89,3 +90,20 @@ def _compute_capability() -> float | None:
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
     return min(values) if values else None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What preflight knows beyond the config itself."""
+
+    machine: Machine
+    family: ModelFamily | None = None  # the base model's family as read from it; None: unknown
+    num_processes: int = 1
+    paths: bool = True  # check the paths the run reads and writes (off for a config not yet run)
+
+
+def family_of(cfg: TrainConfig, facts: Facts | None) -> ModelFamily | None:
+    """The model family the run trains: read from the model, else as the config names it."""
+    if facts is not None and facts.family is not None:
+        return facts.family
+    return None if cfg.model.family == ModelFamily.AUTO else cfg.model.family

@@ -18,14 +18,11 @@ Pure: no torch, no model loading; the filesystem rules only look at paths (`Path
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
+from engine.config.context_rules import machine_rules, path_rules
 from engine.config.defaults import ADAPTIVE, USUAL_LR, suggested_learning_rate
-from engine.config.machine import Machine
-from engine.config.optimizers import REGISTRY as OPTIMIZERS
+from engine.config.machine import Facts, family_of
 from engine.config.schema import (
-    Attention,
     LossType,
     LrScheduler,
     MixedPrecision,
@@ -44,23 +41,6 @@ POLYNOMIAL_LR_END = 1e-7
 
 
 # ---- what preflight knows ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What preflight knows beyond the config itself."""
-
-    machine: Machine
-    family: ModelFamily | None = None  # the base model's family as read from it; None: unknown
-    num_processes: int = 1
-    paths: bool = True  # check the paths the run reads and writes (off for a config not yet run)
-
-
-def family_of(cfg: TrainConfig, facts: Facts | None) -> ModelFamily | None:
-    """The model family the run trains: read from the model, else as the config names it."""
-    if facts is not None and facts.family is not None:
-        return facts.family
-    return None if cfg.model.family == ModelFamily.AUTO else cfg.model.family
 
 
 # ---- the rules ---------------------------------------------------------------------------------
@@ -316,105 +296,4 @@ def _model(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
         )
 
 
-def _machine(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
-    """What the machine has: a CUDA GPU, the optional packages an option needs."""
-    if facts is None:
-        return
-    machine, opt = facts.machine, cfg.optim
-    spec = OPTIMIZERS[opt.optimizer]
-    if spec.package and not machine.has(spec.package):
-        yield Problem(
-            "optim.optimizer",
-            f"needs the '{spec.pip_name}' package, which is not installed",
-            f"run `.venv/bin/pip install {spec.pip_name}` (or pick another optimizer)",
-            opt.optimizer,
-        )
-    if cfg.network.type in (NetworkType.LOHA, NetworkType.LOKR) and not machine.has("lycoris"):
-        yield Problem(
-            "network.type",
-            "needs the lycoris-lora package, which is not installed",
-            "run `.venv/bin/pip install lycoris-lora` (or pip install -e '.[lycoris]'), or use lora/locon",
-            cfg.network.type,
-        )
-    for name in ("full_fp16", "full_bf16"):
-        if getattr(opt, name) and not machine.cuda:
-            yield Problem(f"optim.{name}", "keeps the LoRA in half precision, which needs a CUDA GPU", "turn it off for a CPU run", True)
-    if machine.cuda and opt.mixed_precision == MixedPrecision.BF16 and not machine.bf16:
-        yield Problem(
-            "optim.mixed_precision",
-            "this GPU cannot compute in bfloat16 (it needs an Ampere or newer card)",
-            "use fp16",
-            opt.mixed_precision,
-        )
-    if not machine.cuda and opt.mixed_precision != MixedPrecision.NO:
-        yield Problem(
-            "optim.mixed_precision",
-            "applies on a GPU; this machine has none, so the run trains in fp32 on the CPU",
-            "set it to no to say so",
-            opt.mixed_precision,
-            Level.WARNING,
-        )
-    attention = cfg.model.attention
-    if attention == Attention.XFORMERS and not (machine.cuda and machine.has("xformers")):
-        why = "there is no CUDA GPU here" if not machine.cuda else "the xformers package is not installed"
-        yield Problem(
-            "model.attention",
-            f"{why}, so the run uses torch's SDPA attention (the same math)",
-            "set it to sdpa to say so" + ("" if not machine.cuda else ", or `.venv/bin/pip install -e '.[xformers]'`"),
-            attention,
-            Level.WARNING,
-        )
-    if attention == Attention.MEM_EFF:
-        yield Problem(
-            "model.attention",
-            "torch's SDPA already picks its memory-efficient (or flash) kernel on a GPU",
-            "set it to sdpa to say so",
-            attention,
-            Level.WARNING,
-        )
-    if cfg.model.lowram and not machine.cuda:
-        yield Problem(
-            "model.lowram",
-            "has no effect on a CPU run: the models are in RAM either way",
-            "turn it off",
-            True,
-            Level.WARNING,
-        )
-
-
-def _paths(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
-    """Paths the run reads exist; the output folder can be made. The base model and the dataset
-    are read (not only looked at) by preflight's model and dataset checks."""
-    if facts is None or not facts.paths:
-        return
-    for where, value, kind in (
-        ("model.vae", cfg.model.vae, "file"),
-        ("network.network_weights", cfg.network.network_weights, "file"),
-        ("saving.resume", cfg.saving.resume, "folder"),
-        ("sampling.sample_prompts", cfg.sampling.sample_prompts, "file"),
-    ):
-        path = None if value is None else Path(value).expanduser()
-        if path is not None and not (path.is_file() if kind == "file" else path.is_dir()):
-            what = "does not exist" if not path.exists() else f"is not a {kind}"
-            yield Problem(where, what, "fix the path or remove the field", str(value))
-    output = Path(cfg.saving.output_folder).expanduser()
-    blocker = _file_in_the_way(output)
-    if blocker is not None:
-        where = "it is" if blocker == output else f"{blocker} is"
-        yield Problem(
-            "saving.output_folder",
-            f"{where} a file, so the run folders cannot be made there",
-            "choose another folder, or move the file",
-            str(cfg.saving.output_folder),
-        )
-
-
-def _file_in_the_way(folder: Path) -> Path | None:
-    """The folder itself or the nearest existing parent, when that is not a folder."""
-    path = folder.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return None if path.is_dir() else path
-
-
-RULES: tuple[Rule, ...] = (_model, _dataset, _network, _optim, _training, _saving, _sampling, _machine, _paths)
+RULES: tuple[Rule, ...] = (_model, _dataset, _network, _optim, _training, _saving, _sampling, machine_rules, path_rules)

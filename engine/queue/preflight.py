@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import rules
-from engine.config.machine import Machine, this_machine
+from engine.config.machine import Facts, Machine, this_machine
 from engine.config.schema import ModelFamily, NetworkType, SavePrecision, TrainConfig
 from engine.data.lint import ImageChecks, lint_dataset
 from engine.data.plan import RunPlan, make_plan
 from engine.errors import ConfigError, LoraWizardError, problems_message
 from engine.models.inspect import inspect_base_model
 from engine.problems import Level, Problem, render
+from engine.run.cadence import planned_saves
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def check_run(
             found.append(f"{source}: {exc}")
     if found or plan is None:
         return found
-    saves = planned_saves(cfg, plan)
+    saves = planned_saves(cfg.saving, plan.epochs, plan.steps_per_epoch, plan.total_steps)
     size_family = "demo" if cfg.model.base_model.startswith("builtin:") else getattr(family, "value", None)
     return PlannedRun(
         source,
@@ -102,7 +103,7 @@ def _verdict(
     cfg: TrainConfig, machine: Machine, num_processes: int, checks: ImageChecks | None
 ) -> tuple[ModelFamily | None, list[Problem]]:
     inspection = inspect_base_model(cfg)
-    facts = rules.Facts(machine, inspection.family, num_processes)
+    facts = Facts(machine, inspection.family, num_processes)
     problems = [*inspection.problems, *rules.check(cfg, facts)]
     if not any(p.where in INPUT_FIELDS and p.level == Level.ERROR for p in problems):
         problems += input_file_problems(cfg, num_processes)
@@ -178,18 +179,6 @@ LORA_SIZES: dict[str, LoraSize] = {
 }
 FILE_OVERHEAD = 1 << 20  # metadata (tag frequencies), the config copy, the tag list
 STATE_BYTES_PER_PARAM = 12  # a training state: fp32 weights and two fp32 optimizer moments (Adam)
-
-
-def planned_saves(cfg: TrainConfig, plan: RunPlan) -> int:
-    """LoRA files a run writes if it is not stopped: the final one, every Nth epoch before the
-    last, every Nth step before the last (engine/run/train.py's rules)."""
-    sv = cfg.saving
-    saves = 1
-    if sv.save_every_n_epochs:
-        saves += (plan.epochs - 1) // sv.save_every_n_epochs
-    if sv.save_every_n_steps:
-        saves += (plan.total_steps - 1) // sv.save_every_n_steps
-    return saves
 
 
 def estimate_output_bytes(cfg: TrainConfig, family: str | None, saves: int) -> int:

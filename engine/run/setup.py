@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from engine.config.machine import this_machine
-from engine.config.rules import Facts, check
+from engine.config.machine import Facts, this_machine
+from engine.config.rules import check
 from engine.config.schema import Attention, MixedPrecision, TrainConfig
 from engine.data.plan import RunPlan
 from engine.errors import ConfigError, problems_message
@@ -79,15 +79,7 @@ def prepare_session(
     optimizer, scheduler, optimizer_name = build_optimizer(cfg, network, plan, model.family, acc)
     start = restore(resume_from or cfg.saving.resume, cfg, plan, network, optimizer, scheduler, acc, reporter)
     inputs = StepInputs(
-        cfg=cfg,
-        model=model,
-        accelerator=acc,
-        captions=plan.captions,
-        latents=latents,
-        text_cache=text_cache,
-        alphas_cumprod=ddpm_alphas_cumprod(zero_terminal_snr=cfg.training.zero_terminal_snr),
-        all_snr=compute_snr(ddpm_alphas_cumprod()).to(acc.device),
-        weight_dtype=weight_dtype,
+        cfg, model, acc, plan.captions, latents, text_cache, *noise_schedules(cfg, acc), weight_dtype,
         images=image_loader(cfg, latents),
         train_text_encoder=trains(network_cfg)[1],
     )
@@ -159,6 +151,12 @@ def use_one_cpu_thread(reporter: Reporter) -> None:
     if threads != 1:
         reporter.notice(f"CPU run: computing on 1 thread (not {threads}) so that a replay gives the same bytes")
         torch.set_num_threads(1)
+
+
+def noise_schedules(cfg: TrainConfig, acc) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training noise schedule (on the CPU, where noise is drawn; zero terminal SNR when asked)
+    and the plain schedule's SNR on the device (sd-scripts weights losses by it)."""
+    return ddpm_alphas_cumprod(zero_terminal_snr=cfg.training.zero_terminal_snr), compute_snr(ddpm_alphas_cumprod()).to(acc.device)
 
 
 def weight_dtype_for(precision: str) -> torch.dtype:
