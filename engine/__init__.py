@@ -26,11 +26,27 @@ from engine.errors import (
     OutputExistsError,
     TrainingError,
 )
-from engine.events import Outcome, Phase, Reporter, RunResult, RunStatus, SilentReporter, StepStats, StopSignal
+from engine.events import (
+    Outcome,
+    Phase,
+    Reporter,
+    RunResult,
+    RunStatus,
+    SilentReporter,
+    StepStats,
+    StopSignal,
+)
 from engine.problems import Level, Problem, render
 from engine.queue.execute import QueueListener, run_queue
 from engine.queue.journal import Journal, journal_path, open_queue, queue_lock
-from engine.queue.policy import check_queue, demo_config, in_memory_queue, load_one, load_runs, outcome
+from engine.queue.policy import (
+    check_queue,
+    demo_config,
+    in_memory_queue,
+    load_one,
+    load_runs,
+    outcome,
+)
 from engine.queue.preflight import PlannedRun, check_runs, preflight
 from engine.queue.runner import Trainer, default_trainer, new_run_folder, run_one
 

@@ -217,7 +217,9 @@ def sd2_v(tmp_path_factory, checkpoints, dataset) -> Run:
 def sd2_eps(tmp_path_factory, checkpoints, dataset) -> Run:
     """SD2 512-base style: epsilon, U-Net only (so the text-encoder outputs are cached)."""
     ckpt = checkpoints[SD2]
-    cfg = run_config(tmp_path_factory.mktemp("sd2e"), ckpt, dataset, model={"clip_skip": 1}, network={"train_on": "unet_only"})
+    cfg = run_config(
+        tmp_path_factory.mktemp("sd2e"), ckpt, dataset, model={"clip_skip": 1, "v_parameterization": False}, network={"train_on": "unet_only"}
+    )
     return train(cfg, ckpt)
 
 
@@ -267,6 +269,9 @@ def test_sd2_v_lora_names_and_metadata(sd2_v):
     assert meta["modelspec.architecture"] == "stable-diffusion-v2-768-v/lora"
     assert meta["modelspec.prediction_type"] == "v"
     assert set(sd2_v.probe.config_dirs_asked) == {(SD2, True)}  # preflight and the loader picked the 768-v config
+    # clip_skip was left at 2, which SD2 does not apply: the file records the layer that trained
+    assert sd2_v.cfg.model.clip_skip == 2
+    assert meta["ss_clip_skip"] == "1" and meta["modelspec.encoder_layer"] == "1"
 
 
 def test_sd2_epsilon_lora_names_and_metadata(sd2_eps):

@@ -1,4 +1,6 @@
-"""Several processes through accelerate (2 gloo processes on the CPU, OFFLINE.md §8).
+"""Several processes through accelerate (2 gloo processes on the CPU: `ACCELERATE_USE_CPU=1
+accelerate launch --multi_gpu --num_processes 2`, the launch that gives real distributed training
+without GPUs).
 
 One run over 2 processes with batch b must train what 1 process trains with batch 2b, write one
 set of files, resume from its own states, and stop cleanly when one process fails.

@@ -1,4 +1,4 @@
-"""Each training option changes the training the way OPTIONS.md and KOHYA_FORMAT.md say.
+"""Each training option changes the training the way sd-scripts defines it.
 
 Effects are shown through the engine's own code: the plan (engine.data.plan), a prepared session
 (engine.run.setup) and its step (engine.run.step), the text path (engine.text.encoding) and short real
@@ -126,9 +126,12 @@ def changed(cfg: TrainConfig, **sections: dict) -> TrainConfig:
 
 
 def with_config(session, **sections: dict):
-    """The same session (same model, LoRA, latents) whose steps read a changed config."""
+    """The same session (same model, LoRA, latents) whose steps read a changed config; the
+    objective follows the config's word, as the loader makes it."""
     cfg = changed(session.cfg, **sections)
-    return dataclasses.replace(session, cfg=cfg, inputs=dataclasses.replace(session.inputs, cfg=cfg))
+    said = cfg.model.v_parameterization
+    v_prediction = session.inputs.v_prediction if said is None else said
+    return dataclasses.replace(session, cfg=cfg, inputs=dataclasses.replace(session.inputs, cfg=cfg, v_prediction=v_prediction))
 
 
 def new_session(cfg: TrainConfig, tmp_path_factory):
@@ -705,7 +708,7 @@ def test_each_optimizer_trains_two_steps(name, data, monkeypatch):
 
 
 def expected_multiplier(kind: LrScheduler, step: int, total: int, warmup: int, lr: float) -> float:
-    """Written out from OPTIONS.md / transformers' schedules (not from engine.run.lr_schedule)."""
+    """Written out from transformers' schedules (not from engine.run.lr_schedule)."""
     if kind != LrScheduler.CONSTANT and step < warmup:
         return step / warmup
     progress = (step - warmup) / (total - warmup)

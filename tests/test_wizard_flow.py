@@ -1,4 +1,4 @@
-"""The interactive wizard, driven in-process through prompt_toolkit's pipe input (OFFLINE.md §7).
+"""The interactive wizard, driven in-process through prompt_toolkit's pipe input.
 
 A `Script` says what to type at each question, by the question's config path, so the tests do not
 depend on how many questions come before; every prompt not named gets Enter (its default). The keys
@@ -49,7 +49,7 @@ def typed(text: str) -> str:
     return CTRL_U + text + ENTER
 
 
-# The LETS B1 order (LETS_FLOW.md) with the B2 questions that fit, as the user meets it pressing
+# The order of LoRA_Easy_Training_Scripts' questions with the later ones that fit, as the user meets it pressing
 # Enter everywhere. Written out here, not derived from wizard.questions, so that a change of order
 # is a visible test change. Options the engine refuses for now are not offered.
 ALL_DEFAULTS_ORDER = [

@@ -1,6 +1,6 @@
 """The wizard's questions, as data.
 
-The order is the one users of LoRA_Easy_Training_Scripts know (LETS_FLOW.md, B1 at d14b240), with the
+The order is the one users of LoRA_Easy_Training_Scripts know (its first wizard, commit d14b240), with the
 B2 questions that fit our engine (network type and LoCon conv rank, mixed precision, latent caching,
 min-SNR gamma) and without the LETS bugs: AdamW really selects AdamW, the training comment is kept,
 "don't save every epoch" leaves the option unset instead of passing 999999, warmup is asked only for
@@ -332,6 +332,19 @@ def family_detail(draft: Draft) -> dict[str, str] | None:
     return {"family": family.value} if family else None
 
 
+def v_prediction_proposal(draft: Draft) -> bool:
+    """The edited config's word; else what a diffusers folder's scheduler says (a single file's
+    weights are tested only when it loads, so the user's answer stands for it)."""
+    if draft.base.model.v_parameterization is not None:
+        return draft.base.model.v_parameterization
+    path = Path(str(draft.value("model.base_model")))
+    if path.is_dir():
+        from engine.models.prediction import prediction_of_folder
+
+        return bool(prediction_of_folder(path).v)
+    return False
+
+
 def clip_skip_if_not_realistic(draft: Draft) -> int:
     # keep a loaded config's own clip_skip (say 3); "realistic" only ever means 1
     current = draft.base.model.clip_skip
@@ -441,7 +454,7 @@ LETS_QUESTIONS: tuple[Question, ...] = (
     Q("model.family", Kind.CONFIRM, short=True, yes=ModelFamily.SD2, no=family_if_not_sd2,
       propose=likely_family, detail=family_detail),
     Q("model.clip_skip", Kind.CONFIRM, short=True, yes=1, no=clip_skip_if_not_realistic),
-    Q("model.v_parameterization", Kind.CONFIRM, short=True, when=is_sd2),
+    Q("model.v_parameterization", Kind.CONFIRM, short=True, when=is_sd2, propose=v_prediction_proposal),
     Q(f"{ASK}reg_images", Kind.CONFIRM, short=True, propose=is_set_in_base("dataset.reg_img_folder")),
     Q("dataset.reg_img_folder", Kind.DIR, short=True, when=wants("reg_images"), parse=clean_path,
       check=check_reg_folder, corrects=parent_folder_offer),

@@ -100,6 +100,15 @@ class Facts:
     family: ModelFamily | None = None  # the base model's family as read from it; None: unknown
     num_processes: int = 1
     paths: bool = True  # check the paths the run reads and writes (off for a config not yet run)
+    v_prediction: bool | None = None  # what the model's files say of its objective; None: unknown
+
+
+def v_prediction_of(cfg: TrainConfig, facts: Facts | None) -> bool | None:
+    """The objective the run trains with, as far as known before it loads: the config's word, else
+    what the model's files say (None: decided when the model loads)."""
+    if cfg.model.v_parameterization is not None:
+        return cfg.model.v_parameterization
+    return None if facts is None else facts.v_prediction
 
 
 def family_of(cfg: TrainConfig, facts: Facts | None) -> ModelFamily | None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 from engine.config.context_rules import machine_rules, path_rules
 from engine.config.defaults import ADAPTIVE, USUAL_LR, suggested_learning_rate
-from engine.config.machine import Facts, family_of
+from engine.config.machine import Facts, family_of, v_prediction_of
 from engine.config.schema import (
     LossType,
     LrScheduler,
@@ -229,10 +229,10 @@ def _training(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
         yield Problem("training.adaptive_noise_scale", "needs training.noise_offset", "set noise_offset or clear it", tr.adaptive_noise_scale)
     if tr.noise_offset_random_strength and not tr.noise_offset:
         yield Problem("training.noise_offset_random_strength", "needs training.noise_offset", "set noise_offset or turn it off", True)
-    if tr.v_pred_like_loss is not None and cfg.model.v_parameterization:
+    if tr.v_pred_like_loss is not None and v_prediction_of(cfg, facts):
         yield Problem(
             "training.v_pred_like_loss",
-            "adds a v-prediction-like term to an epsilon model's loss; it cannot be used with model.v_parameterization",
+            "adds a v-prediction-like term to an epsilon model's loss; this model trains with v-prediction",
             "clear it",
             tr.v_pred_like_loss,
         )
@@ -275,7 +275,17 @@ def _sampling(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
 
 
 def _model(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
-    """What the model family implies for the text encoder settings (warnings: it trains)."""
+    """The objective against what the model's files say; what the model family implies for the
+    text encoder settings (warnings: it trains)."""
+    said, known = cfg.model.v_parameterization, None if facts is None else facts.v_prediction
+    if said is not None and known is not None and said != known:
+        what = "v-prediction" if known else "epsilon prediction"
+        yield Problem(
+            "model.v_parameterization",
+            f"the model's own files say it was trained with {what}",
+            f"set it to {'true' if known else 'false'}, or remove it to follow the model",
+            said,
+        )
     family = family_of(cfg, facts)
     clip_skip = cfg.model.clip_skip
     if family == ModelFamily.SD2 and clip_skip != 1:

@@ -146,7 +146,9 @@ class ModelConfig(StrictModel):
     family: ModelFamily = Field(
         ModelFamily.AUTO, description="sd1, sd2 or sdxl; auto reads it from the weights"
     )
-    v_parameterization: bool = Field(False, description="v-prediction objective (SD2 768-v models)")
+    v_parameterization: bool | None = Field(
+        None, description="v-prediction objective (SD2 768-v and v-pred models); null: as the model says"
+    )
     vae: Path | None = Field(None, description="a VAE file to use instead of the checkpoint's own")
     clip_skip: int = Field(2, ge=1, le=12, description="use the CLIP hidden state k from the end")
     max_token_length: Literal[75, 150, 225] = Field(

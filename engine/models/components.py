@@ -24,3 +24,5 @@ class BaseComponents:
     source: str
     #: free-form facts shown to the user (e.g. "detected SDXL from conditioner.embedders.1.*")
     notes: list[str] = field(default_factory=list)
+    #: the objective the run trains with (engine/models/prediction.py decides it when loading)
+    v_prediction: bool = False

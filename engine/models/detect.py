@@ -1,7 +1,8 @@
 """Which Stable Diffusion family a base model is, read from its keys alone.
 
 diffusers' own guess (`infer_diffusers_model_type`) probes tensor shapes of real-sized models and
-calls every tiny test model "v1" (OFFLINE.md §5), so we look at which text encoder the file has:
+calls every tiny test model "v1" (its probes assume real tensor sizes), so we look at which text
+encoder the file has:
 
 - `conditioner.embedders.1.*`       SDXL (its second encoder, OpenCLIP bigG)
 - `cond_stage_model.model.*`        SD2 (OpenCLIP ViT-H)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pickletools
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -37,6 +37,11 @@ from engine.models.detect import (
     resolve_family,
     short_name,
 )
+from engine.models.prediction import (
+    Prediction,
+    prediction_of_folder,
+    prediction_of_keys,
+)
 from engine.problems import Problem
 
 FIELD = "model.base_model"
@@ -48,6 +53,7 @@ class ModelInspection:
     family: ModelFamily | None  # None when the model could not be read
     problems: list[Problem] = field(default_factory=list)
     evidence: str = ""  # what told the family, for the plan
+    prediction: Prediction = Prediction(None, "not read")  # v or epsilon, as far as the files say
 
 
 def inspect_base_model(cfg: TrainConfig) -> ModelInspection:
@@ -58,21 +64,24 @@ def inspect_base_model(cfg: TrainConfig) -> ModelInspection:
     if spec.startswith("builtin:"):
         if spec not in BUILTIN_MODELS:
             return _refused("is not a built-in model", f"choose one of {', '.join(BUILTIN_MODELS)}", spec)
-        return _with_family(requested, BUILTIN_MODELS[spec], "built in", spec)
+        inspection = _with_family(requested, BUILTIN_MODELS[spec], "built in", spec)
+        return replace(inspection, prediction=Prediction(False, "the built-in tiny models predict epsilon"))
     path = Path(spec).expanduser()
     if not path.exists():
         return _refused("does not exist", "give a .safetensors/.ckpt file or a diffusers folder", spec)
     try:
         if path.is_dir():
             found = detect_folder(path)
-            return _with_family(requested, found.family, found.evidence, spec)
+            inspection = _with_family(requested, found.family, found.evidence, spec)
+            return replace(inspection, prediction=prediction_of_folder(path))
         suffix = path.suffix.lower()
         if suffix in SAFETENSORS_SUFFIXES:
             header = read_safetensors_header(path)
             found = family_from_keys((k for k in header if k != "__metadata__"), path)
             inspection = _with_family(requested, found.family, found.evidence, spec)
-            misfits = architecture_misfits(header, found.family, cfg.model.v_parameterization)
-            return ModelInspection(inspection.family, inspection.problems + [_problem(m, spec) for m in misfits], found.evidence)
+            misfits = architecture_misfits(header, found.family, bool(cfg.model.v_parameterization))
+            problems = inspection.problems + [_problem(m, spec) for m in misfits]
+            return ModelInspection(inspection.family, problems, found.evidence, prediction_of_keys(header, found.family))
         if suffix in PICKLE_SUFFIXES:
             return _inspect_pickle(path, requested, spec)
     except ModelError as err:
@@ -214,7 +223,8 @@ def _inspect_pickle(path: Path, requested: ModelFamily, spec: str) -> ModelInspe
             spec,
         )
     found = family_from_keys(scan.strings, path)
-    return _with_family(requested, found.family, found.evidence, spec)
+    inspection = _with_family(requested, found.family, found.evidence, spec)
+    return replace(inspection, prediction=prediction_of_keys(scan.strings, found.family))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Nothing here ever reaches for a hub. A single-file (A1111/CompVis) checkpoint ca
 no architecture, so its family is detected from its keys (detect.py) and the architecture comes
 from a config-only diffusers folder shipped in engine/assets/model_configs (the real SD1.5,
 SD2.1-base, SD2.1 768-v and SDXL-base configs). Each component is then converted by diffusers'
-single-file loader with `config=<that folder>` and `local_files_only=True`, which OFFLINE.md §5
+single-file loader with `config=<that folder>` and `local_files_only=True`, which a round trip
 measured to be bit-exact and network-free. Tokenizers always come from the shipped CLIP files.
 
 diffusers leaves a parameter on the meta device, without a word, when the file lacks it; every
@@ -32,6 +32,12 @@ from engine.models.detect import (
     family_from_keys,
     resolve_family,
     short_name,
+)
+from engine.models.prediction import (
+    Prediction,
+    decide,
+    prediction_of_folder,
+    prediction_of_keys,
 )
 from engine.models.tokenizer import EOS_PAD, OPENCLIP_PAD, load_clip_tokenizer
 
@@ -79,7 +85,7 @@ def load_base_model(
     spec: str,
     family: ModelFamily = ModelFamily.AUTO,
     vae: Path | None = None,
-    v_parameterization: bool = False,
+    v_parameterization: bool | None = None,
     config_dir: Path | None = None,
     dtype: Any = None,
 ) -> BaseComponents:
@@ -90,18 +96,22 @@ def load_base_model(
     model's VAE with the one in that file (LDM or diffusers key layout). `config_dir` (single files
     only) gives the architecture instead of the shipped folder, e.g. for a non-standard model.
     `dtype` (a torch dtype) is what the weights are loaded as; None keeps the file's.
+    `v_parameterization`: the config's word on the objective; None lets the model say
+    (engine/models/prediction.py), and `BaseComponents.v_prediction` holds the answer.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # must precede the first diffusers import
     if config_dir is not None and (spec.startswith("builtin:") or Path(spec).expanduser().is_dir()):
         raise ValueError("config_dir only applies to single-file checkpoints")
     if spec.startswith("builtin:"):
         components = _load_builtin(spec, family, dtype)
+        found = Prediction(False, "the built-in tiny models predict epsilon")
     else:
         path = Path(spec).expanduser()
         if path.is_dir():
             components = _load_folder(path, family, dtype)
+            found = prediction_of_folder(path)
         elif path.is_file():
-            components = _load_single_file(path, family, v_parameterization, config_dir, dtype)
+            components, found = _load_single_file(path, family, v_parameterization, config_dir, dtype)
         else:
             raise ModelError(
                 f"base model {path} does not exist; give a .safetensors/.ckpt file, a diffusers "
@@ -110,6 +120,9 @@ def load_base_model(
     if vae is not None:
         components.vae = load_vae_file(Path(vae), like=components.vae, dtype=dtype)
         components.notes.append(f"VAE replaced by {vae}")
+    decided = decide(v_parameterization, found, components.unet)
+    components.v_prediction = bool(decided.v)
+    components.notes.append(f"trains with {'v-prediction' if decided.v else 'epsilon prediction'}: {decided.evidence}")
     return components
 
 
@@ -200,20 +213,24 @@ def _weights_variant(folder: Path) -> str | None:
 
 
 def _load_single_file(
-    path: Path, requested: ModelFamily, v_parameterization: bool, config_dir: Path | None, dtype: Any
-) -> BaseComponents:
+    path: Path, requested: ModelFamily, v_parameterization: bool | None, config_dir: Path | None, dtype: Any
+) -> tuple[BaseComponents, Prediction]:
+    """The components, and what the file's keys say of its objective. The architecture of SD2's
+    768-v and 512-base configs is the same (they differ in the sample size and in upcasting
+    attention, which torch's SDPA kernels do not use), so an SD2 file whose objective is tested
+    only once its U-Net is loaded loads with either."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
 
     state = load_state_dict(path)
     found = family_from_keys(state, path)
     family = resolve_family(requested, found, path)
-    root = Path(config_dir) if config_dir is not None else shipped_config_dir(family, v_parameterization)
+    prediction = prediction_of_keys(state, family)
+    v = v_parameterization if v_parameterization is not None else prediction.v
+    root = Path(config_dir) if config_dir is not None else shipped_config_dir(family, bool(v))
     notes = [f"detected {short_name(family)} from {found.evidence} in {path.name}"]
     if config_dir is not None:
         notes.append(f"architecture from {root}")
-    elif family == ModelFamily.SD2:
-        notes.append(_sd2_note(v_parameterization))
 
     # each loader is called with config=<folder> and subfolder=<component>
     common = {"local_files_only": True, "torch_dtype": dtype}
@@ -230,7 +247,7 @@ def _load_single_file(
         )
         for slot in TEXT_ENCODERS[family]
     ]
-    return BaseComponents(
+    components = BaseComponents(
         family=family,
         unet=unet,
         vae=vae,
@@ -239,15 +256,7 @@ def _load_single_file(
         source=str(path),
         notes=notes,
     )
-
-
-def _sd2_note(v_parameterization: bool) -> str:
-    if v_parameterization:
-        return "SD2 with model.v_parameterization: using the SD 2.1 768-v config (v-prediction)"
-    return (
-        "SD2 without model.v_parameterization: using the SD 2.1 512-base config (epsilon). The weights "
-        "cannot say which one a model is; set model.v_parameterization for 768-v models"
-    )
+    return components, prediction
 
 
 _CHECKPOINT_HINT = "check model.family, or download the checkpoint again"

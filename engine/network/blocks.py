@@ -15,7 +15,7 @@ kohya_ss GUI mean the same blocks here:
 
 LR weights: `down`/`up` are a preset (`cosine`, `sine`, `linear`, `reverse_linear`, `zeros`, each
 with an optional `+<offset>`) or a list; `mid` a number or a list. A short list is padded with 1.0
-(documented behaviour in OPTIONS.md); a long one is an error, where sd-scripts silently cuts it.
+(as sd-scripts pads them); a long one is an error, where sd-scripts silently cuts it.
 A block whose weight is at or below `block_lr_zero_threshold` gets weight 0 and no LoRA modules.
 
 Pure Python without torch, so the wizard can show a block table without loading it; the network

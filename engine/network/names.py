@@ -2,7 +2,7 @@
 
 A kohya name is a prefix (`lora_unet`, `lora_te`, `lora_te1`, `lora_te2`) joined to the layer's
 dotted module path with every "." turned into "_". The module selection and the names follow
-kohya-ss/sd-scripts `networks/lora.py` (see docs/reference KOHYA_FORMAT.md), so our files load
+kohya-ss/sd-scripts `networks/lora.py`, so our files load
 wherever kohya files load (A1111, ComfyUI, Forge, diffusers `load_lora_weights`):
 
 * U-Net: every Linear / Conv2d inside a `Transformer2DModel` (attention q/k/v/out, feed-forward,

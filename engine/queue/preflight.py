@@ -103,7 +103,7 @@ def _verdict(
     cfg: TrainConfig, machine: Machine, num_processes: int, checks: ImageChecks | None
 ) -> tuple[ModelFamily | None, list[Problem]]:
     inspection = inspect_base_model(cfg)
-    facts = Facts(machine, inspection.family, num_processes)
+    facts = Facts(machine, inspection.family, num_processes, v_prediction=inspection.prediction.v)
     problems = [*inspection.problems, *rules.check(cfg, facts)]
     if not any(p.where in INPUT_FIELDS and p.level == Level.ERROR for p in problems):
         problems += input_file_problems(cfg, num_processes)

@@ -31,6 +31,8 @@ class RunFacts:
     session_id: int
     started_at: float  # unix time
     optimizer: str  # ss_optimizer, e.g. "torch.optim.adamw.AdamW(weight_decay=0.1)"
+    v_prediction: bool  # the objective trained (the config's word, or the model's)
+    clip_skip: int  # the text encoder layer read, counted from its end (engine.text.encoding.clip_skip_used)
 
 
 def architecture(family: ModelFamily, v_parameterization: bool) -> str:
@@ -46,7 +48,7 @@ def modelspec(cfg: TrainConfig, facts: RunFacts) -> dict[str, str]:
     tr = cfg.training
     spec = {
         "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": architecture(facts.family, cfg.model.v_parameterization),
+        "modelspec.architecture": architecture(facts.family, facts.v_prediction),
         # sd-scripts marks SD1/SD2 LoRA as diffusers-style and SDXL LoRA as SGM-style implementations
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models"
         if facts.family == ModelFamily.SDXL
@@ -54,8 +56,8 @@ def modelspec(cfg: TrainConfig, facts: RunFacts) -> dict[str, str]:
         "modelspec.title": cfg.saving.output_name or f"LoRA@{facts.started_at}",
         "modelspec.resolution": f"{width}x{height}",
         "modelspec.date": datetime.fromtimestamp(int(facts.started_at)).isoformat(),
-        "modelspec.prediction_type": "v" if cfg.model.v_parameterization else "epsilon",
-        "modelspec.encoder_layer": str(cfg.model.clip_skip),
+        "modelspec.prediction_type": "v" if facts.v_prediction else "epsilon",
+        "modelspec.encoder_layer": str(facts.clip_skip),
     }
     if tr.min_timestep != 0 or tr.max_timestep != 1000:
         spec["modelspec.timestep_range"] = f"{tr.min_timestep},{tr.max_timestep}"
@@ -88,7 +90,7 @@ def training_metadata(cfg: TrainConfig, net: NetworkConfig, plan: RunPlan, facts
     is the network as built (its ranks may come from the LoRA it started from)."""
     opt, tr, ds = cfg.optim, cfg.training, cfg.dataset
     base_version = BASE_MODEL_VERSION[facts.family]
-    if facts.family == ModelFamily.SD2 and cfg.model.v_parameterization:
+    if facts.family == ModelFamily.SD2 and facts.v_prediction:
         base_version += "_v"
     model_path = Path(cfg.model.base_model)
     values: dict[str, object] = {
@@ -117,7 +119,7 @@ def training_metadata(cfg: TrainConfig, net: NetworkConfig, plan: RunPlan, facts
         "ss_full_fp16": opt.full_fp16,
         "ss_v2": facts.family == ModelFamily.SD2,
         "ss_base_model_version": base_version,
-        "ss_clip_skip": cfg.model.clip_skip,
+        "ss_clip_skip": facts.clip_skip,
         "ss_max_token_length": cfg.model.max_token_length,
         "ss_cache_latents": ds.cache_latents,
         "ss_seed": tr.seed,

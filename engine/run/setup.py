@@ -43,6 +43,7 @@ from engine.run.saving import write_tag_file
 from engine.run.session import Session
 from engine.run.step import StepInputs
 from engine.run.tracking import open_train_log
+from engine.text.encoding import clip_skip_used
 
 
 def quiet_heavy_imports() -> None:
@@ -79,7 +80,7 @@ def prepare_session(
     optimizer, scheduler, optimizer_name = build_optimizer(cfg, network, plan, model.family, acc)
     start = restore(resume_from or cfg.saving.resume, cfg, plan, network, optimizer, scheduler, acc, reporter)
     inputs = StepInputs(
-        cfg, model, acc, plan.captions, latents, text_cache, *noise_schedules(cfg, acc), weight_dtype,
+        cfg, model, acc, plan.captions, latents, text_cache, *noise_schedules(cfg, acc), weight_dtype, model.v_prediction,
         images=image_loader(cfg, latents),
         train_text_encoder=trains(network_cfg)[1],
     )
@@ -88,6 +89,8 @@ def prepare_session(
         session_id=random.Random(f"session:{started_at}").randint(0, 2**32),
         started_at=started_at,
         optimizer=optimizer_name,
+        v_prediction=model.v_prediction,
+        clip_skip=clip_skip_used(model.family, cfg.model.clip_skip),
     )
     tag_file = write_tag_file(cfg, plan.captions, run_dir) if acc.is_main_process else None
     return Session(
@@ -176,7 +179,7 @@ def load_model(cfg: TrainConfig, acc, reporter: Reporter) -> BaseComponents:
     )
     for note in model.notes:
         reporter.notice(note)
-    hold_to_the_rulebook(cfg, model.family, acc.num_processes, reporter)
+    hold_to_the_rulebook(cfg, model.family, acc.num_processes, model.v_prediction, reporter)
     for module in (model.unet, model.vae, *model.text_encoders):
         module.requires_grad_(False)
         module.eval()
@@ -189,11 +192,11 @@ def load_model(cfg: TrainConfig, acc, reporter: Reporter) -> BaseComponents:
     return model
 
 
-def hold_to_the_rulebook(cfg: TrainConfig, family, num_processes: int, reporter: Reporter) -> None:
+def hold_to_the_rulebook(cfg: TrainConfig, family, num_processes: int, v_prediction: bool, reporter: Reporter) -> None:
     """The rulebook's verdict once the model's family is known for sure: its warnings are shown in
     the run's log; an error means the run was started without preflight (a direct `train` call),
     and is the same error preflight would have given."""
-    problems = check(cfg, Facts(this_machine(), family, num_processes, paths=False))
+    problems = check(cfg, Facts(this_machine(), family, num_processes, paths=False, v_prediction=v_prediction))
     refused = errors(problems)
     if refused:
         raise ConfigError(problems_message("the config breaks these rules", [str(p) for p in refused]))

@@ -42,6 +42,7 @@ class StepInputs:
     alphas_cumprod: torch.Tensor  # the training noise schedule, on the CPU (noise is drawn there)
     all_snr: torch.Tensor  # SNR of the plain schedule, on the device (sd-scripts weights by it)
     weight_dtype: torch.dtype  # the frozen weights' dtype
+    v_prediction: bool  # the objective (engine/models/prediction.py decided it when the model loaded)
     images: ImageLoader | None = None  # threads that decode images for uncached latents
     train_text_encoder: bool = True  # False once training.stop_text_encoder_training is reached
 
@@ -152,7 +153,7 @@ def batch_loss(inputs: StepInputs, batch: list[Sample], epoch: int, index: int) 
     timesteps = sample_timesteps(len(batch), tr.min_timestep, tr.max_timestep, generator)
     alphas = inputs.alphas_cumprod
     noisy = make_noisy_latents(latents, noise, timesteps, alphas, generator, ip_noise_gamma=tr.ip_noise_gamma)
-    target = v_target(latents, noise, timesteps, alphas) if cfg.model.v_parameterization else noise
+    target = v_target(latents, noise, timesteps, alphas) if inputs.v_prediction else noise
 
     noisy, target, timesteps = noisy[rows].to(device), target[rows].to(device), timesteps[rows].to(device)
     batch = [batch[i] for i in rows]
@@ -174,7 +175,7 @@ def batch_loss(inputs: StepInputs, batch: list[Sample], epoch: int, index: int) 
         huber_c=tr.huber_c,
         huber_schedule=tr.huber_schedule,
         min_snr_gamma=tr.min_snr_gamma,
-        v_prediction=cfg.model.v_parameterization,
+        v_prediction=inputs.v_prediction,
         v_pred_like_loss=tr.v_pred_like_loss,
         debiased_estimation=tr.debiased_estimation_loss,
     )

@@ -250,7 +250,7 @@ def _sample(session: Session, epoch: int, step: int, *, epoch_end: bool) -> None
             device=acc.device,
             dtype=session.inputs.weight_dtype,
             clip_skip=cfg.model.clip_skip,
-            v_parameterization=cfg.model.v_parameterization,
+            v_parameterization=session.inputs.v_prediction,
             max_token_length=cfg.model.max_token_length,
             default_size=cfg.dataset.width_height,
         )

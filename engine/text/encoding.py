@@ -57,6 +57,16 @@ def final_layer_norm(encoder) -> torch.nn.Module:
     return inner.final_layer_norm
 
 
+def clip_skip_used(family: ModelFamily, clip_skip: int) -> int:
+    """The hidden state, counted from the end of the encoder as loaded, that the conditioning is
+    read at: SD2's encoder already stops at the penultimate layer of OpenCLIP-H (diffusers ships it
+    without its last layer), so its last state (1) is used; SDXL always reads the penultimate (2);
+    SD1 reads model.clip_skip. This is what a LoRA's metadata records as its clip skip."""
+    if family == ModelFamily.SD2:
+        return 1
+    return 2 if family == ModelFamily.SDXL else clip_skip
+
+
 def encode(
     family: ModelFamily,
     encoders: list,
@@ -77,8 +87,7 @@ def encode(
         return Conditioning(hidden, pooled.reshape(b, n, -1)[:, 0])
     (encoder,) = encoders
     ids = token_ids[0].reshape(b * n, width).to(encoder.device)
-    skip = 1 if family == ModelFamily.SD2 else clip_skip
-    hidden = _hidden_at(encoder, ids, skip, final_norm=True)
+    hidden = _hidden_at(encoder, ids, clip_skip_used(family, clip_skip), final_norm=True)
     return Conditioning(merge_chunk_states(hidden, n), None)
 
 
