@@ -10,8 +10,10 @@ STAMP  := $(VENV)/.installed
 run: $(STAMP)
 	$(PY) run_wizard.py
 
+# one worker per core; a file's tests stay on one worker (module fixtures are built once, and the
+# multi-process tests' fixed ports never meet)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 demo: $(STAMP)
 	$(PY) run_wizard.py demo

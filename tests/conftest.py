@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # the suite runs one worker per core (make test): each computes on one thread, so workers do
+    # not fight over the cores (a CPU training run computes on one thread anyway)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
