@@ -26,6 +26,8 @@ from pydantic import ValidationError
 
 from engine.config import rules
 from engine.config.flat_import import FLAT_KEYS, SESSION_KEYS, flat_key_paths, flat_to_nested, is_flat_config
+from engine.config.sources import SourceFormat, json_format
+from engine.config.toml_import import FlatFile, read_toml_config, with_dataset_config
 from engine.config.schema import (
     CONFIG_VERSION,
     DEMO_MODEL,
@@ -46,8 +48,15 @@ def _v0_to_v1(data: dict[str, Any]) -> dict[str, Any]:
     """Version 0 is anything written before configs carried a version: a flat LETS/kohya_ss file
     is mapped onto the sections; a nested file already has the v1 layout and only gets the stamp."""
     body = {key: value for key, value in data.items() if key != "version"}
-    nested = flat_to_nested(body).nested if is_flat_config(body) else body
-    return {**nested, "version": 1}
+    if not is_flat_config(body):
+        return {**body, "version": 1}
+    imported = flat_to_nested(body)
+    if imported.dataset_config:
+        raise ConfigError(
+            f"dataset_config = {imported.dataset_config!r}: a dataset TOML is read when the config is loaded "
+            "from its file (its path is relative to that file); load the file with load_config"
+        )
+    return {**imported.nested, "version": 1}
 
 
 #: version a file was written with -> function that returns the same config one version later
@@ -67,8 +76,9 @@ DEFAULT_SKIP: tuple[str, ...] = (
 @dataclass(frozen=True)
 class LoadedConfig:
     config: TrainConfig
-    source_version: int  # the version the file was written with (0: flat LETS/kohya or unversioned)
+    source_version: int  # the version the file was written with (0: flat LETS/kohya, TOML or unversioned)
     notes: tuple[str, ...] = ()  # keys an import left out, and why
+    source_format: SourceFormat | None = None  # the tool that wrote an imported file (None: ours)
 
 
 # ----------------------------------------------------------------------------------------- load
@@ -84,9 +94,21 @@ def load_config(path: Path, skip: Iterable[str] | None = None) -> TrainConfig:
 
 
 def read_config(path: Path, skip: Iterable[str] | None = None) -> LoadedConfig:
-    """`load_config`, plus the version the file had and the import notes (for the wizard to show)."""
+    """`load_config`, plus the version the file had and the import notes (for the wizard to show).
+
+    A `.toml` file is an sd-scripts training TOML or a LETS TOML; a flat JSON file a LETS or kohya_ss
+    GUI file; either may name a dataset TOML (`dataset_config`), read relative to the file.
+    """
     path = Path(path)
-    return _build(_read_json(path), str(path), skip, from_file=True)
+    if path.suffix.lower() == ".toml":
+        return _build_flat(read_toml_config(path), str(path), skip)
+    data = _read_json(path)
+    if _version_of(data, str(path)) == 0 and is_flat_config(data):
+        flat_file = FlatFile(data, json_format(data))
+        if data.get("dataset_config"):
+            flat_file = with_dataset_config(flat_file, path.parent, str(path))
+        return _build_flat(flat_file, str(path), skip)
+    return _build(data, str(path), skip, from_file=True)
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>", skip: Iterable[str] | None = None) -> TrainConfig:
@@ -99,26 +121,59 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", skip: Itera
 def _build(data: dict[str, Any], source: str, skip: Iterable[str] | None, *, from_file: bool = False) -> LoadedConfig:
     skip_paths = skip_paths_for(skip or ())
     version = _version_of(data, source)
-    notes: list[str] = []
     if version == 0 and is_flat_config(data):
-        data = {key: value for key, value in data.items() if not _skipped_flat_key(key, skip_paths)}
-        # Mapped here once for its notes and its errors (which name the file); MIGRATIONS[0] below
-        # repeats the same pure mapping.
-        imported = flat_to_nested(data, source)
-        notes = [f"{source}: {note}" for note in imported.notes]
-        if imported.dropped:
-            notes.append(f"{source}: left out (session settings, or options the file leaves off): "
-                         + ", ".join(imported.dropped))
+        return _build_flat(FlatFile(data, json_format(data)), source, skip, from_file=from_file)
     try:
         data = migrate(data)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    return _finish(data, source, skip_paths, version, [], from_file=from_file)
+
+
+def _build_flat(flat_file: FlatFile, source: str, skip: Iterable[str] | None, *, from_file: bool = True) -> LoadedConfig:
+    """A flat file (LETS/GUI JSON, sd-scripts/LETS TOML) mapped onto the sections, stamped with
+    the current version, and checked like any other config."""
+    skip_paths = skip_paths_for(skip or ())
+    flat = {key: value for key, value in flat_file.flat.items() if not _skipped_flat_key(key, skip_paths)}
+    imported = flat_to_nested(flat, source, flat_file.source_format)
+    if imported.dataset_config:  # an in-memory dict cannot say where a relative TOML path starts
+        raise ConfigError(f"{source}: dataset_config = {imported.dataset_config!r} can only be read from a config file")
+    nested: dict[str, Any] = imported.nested
+    if flat_file.subsets is not None and "dataset.subsets" not in skip_paths:
+        dataset = nested.setdefault("dataset", {})
+        dataset["subsets"] = flat_file.subsets
+        dataset.pop("reg_img_folder", None)
+        dataset["img_folder"] = None
+    notes = [f"{source}: {note}" for note in (*flat_file.notes, *imported.notes)]
+    if imported.dropped:
+        notes.append(f"{source}: left out (session settings, or values the file's own settings leave unused): "
+                     + ", ".join(imported.dropped))
+    extra: list[Problem] = []
+    if flat_file.source_format != SourceFormat.LETS_JSON and "resolution" not in nested.get("dataset", {}):
+        extra.append(Problem("dataset.resolution", "the file gives no resolution (sd-scripts refuses to train without one)",
+                             "set resolution, e.g. 512 or 1024"))
+    return _finish({**nested, "version": CONFIG_VERSION}, source, skip_paths, 0, notes, from_file=from_file,
+                   extra=extra, source_format=flat_file.source_format)
+
+
+def _finish(
+    data: dict[str, Any],
+    source: str,
+    skip_paths: frozenset[str],
+    version: int,
+    notes: list[str],
+    *,
+    from_file: bool,
+    extra: list[Problem] | None = None,
+    source_format: SourceFormat | None = None,
+) -> LoadedConfig:
     _drop_paths(data, skip_paths)
     unnamed = unnamed_inputs(data, skip_paths) if from_file else []
     cfg, problems = validated(data)
-    if unnamed or problems:
-        raise ConfigError(problems_text(unnamed + problems, source))
-    return LoadedConfig(cfg, version, tuple(notes))  # type: ignore[arg-type]
+    problems = unnamed + (extra or []) + problems
+    if problems:
+        raise ConfigError(problems_text(problems, source))
+    return LoadedConfig(cfg, version, tuple(notes), source_format)  # type: ignore[arg-type]
 
 
 #: what a config file must name itself: their defaults are the built-in demo model and sample
@@ -141,7 +196,8 @@ def unnamed_inputs(data: dict[str, Any], skip_paths: frozenset[str]) -> list[Pro
         if path in skip_paths or section in skip_paths:
             continue
         holder = data.get(section)
-        if not isinstance(holder, dict) or holder.get(name) is None:
+        listed = isinstance(holder, dict) and path == "dataset.img_folder" and bool(holder.get("subsets"))
+        if not listed and (not isinstance(holder, dict) or holder.get(name) is None):
             problems.append(Problem(path, "the file does not name it", fix))
     return problems
 
@@ -160,9 +216,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)
     except json.JSONDecodeError as exc:
-        hint = " (LETS' later TOML files are not read; use a JSON config)" if path.suffix.lower() == ".toml" else ""
         raise ConfigError(
-            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix the file there{hint}"
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix the file there"
         ) from None
     except _BadJson as exc:
         raise ConfigError(f"{path}: {exc}") from None
