@@ -40,6 +40,7 @@ from engine.config.flat_keys import (
 from engine.config.flat_network import read_network
 from engine.config.flat_training import (
     drop_inactive_noise,
+    drop_unused_state_keeping,
     read_adafactor,
     read_family_and_attention,
     read_limits,
@@ -182,6 +183,7 @@ def _read_special_keys(raw: dict[str, Any], fmt: SourceFormat, out: FlatImport, 
     if off:
         notes.append("left out at their off values (options lora-wizard does not offer): " + ", ".join(off))
     drop_inactive_noise(raw, nested, out.dropped)
+    drop_unused_state_keeping(nested, notes)
     _format_defaults(fmt, nested, notes)
     read_adafactor(optim, fmt, notes)
     if raw.get("dataset_config"):

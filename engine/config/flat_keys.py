@@ -224,6 +224,7 @@ SPECIAL_KEYS: dict[str, tuple[str, ...]] = {
     "locon_alpha": ("network.conv_alpha",),
     "network_args": _NETWORK_ARG_FIELDS,
     "dataset_config": ("dataset.subsets",),
+    "factor": ("network.lokr_factor",),
 }
 
 # Keys about the session that wrote the file, not about the training: LETS' own loader skipped
@@ -269,6 +270,9 @@ IGNORED_KEYS: dict[str, str] = {
     "tag_occurrence": "the tag list is written with every run (saving.tag_file)",
     "tag_file_location": "the tag list is written into the run folder",
     "name": "a LETS subset's display name",
+    # sliders the GUI drew but never passed on (commented out in its common_gui.py, 2023-07)
+    "sdxl_min_timestep": "a kohya_ss GUI slider that never reached sd-scripts",
+    "sdxl_max_timestep": "a kohya_ss GUI slider that never reached sd-scripts",
     **{key: "a setting of `accelerate launch`, not of the training" for key in LAUNCH_KEYS},
 }
 

@@ -62,6 +62,8 @@ def read_network(raw: dict[str, Any], network: dict[str, Any], dropped: list[str
             network[key] = number_list(value)
         elif key == "algo":
             algo = str(value).lower()
+        elif key == "factor":
+            network["lokr_factor"] = value
         elif key in NOT_OFFERED:
             if NOT_OFFERED[key].is_off(_literal(value)):
                 off.append(f"network_args {key}")
@@ -79,14 +81,32 @@ def read_network(raw: dict[str, Any], network: dict[str, Any], dropped: list[str
         for name in ("conv_dim", "conv_alpha"):
             if network.pop(name, None) is not None:
                 dropped.append(name)
-        return []
-    if lycoris:
+    elif lycoris:
         # LyCORIS' "lora" algorithm is LoCon; without conv_dim it has no conv part, i.e. plain LoRA.
         kind = _LYCORIS_ALGOS.get(algo or "lora", algo)
         network.setdefault("type", "lora" if kind == "locon" and not network.get("conv_dim") else kind)
     elif network.get("conv_dim") and network.get("type", "lora") == "lora":
         network["type"] = "locon"  # sd-scripts' LoRA with conv_dim *is* LoCon
+    _lokr_factor(raw, network, dropped)
+    if network.get("type") == "lokr":
+        for name in ("dim", "conv_dim"):
+            if _literal(network.get(name) or 0) > 1024:
+                return [Problem(f"network {name}", "asks for LyCORIS' full-matrix LoKr (a rank above any layer's size), "
+                                "which lora-wizard does not offer", "give a rank up to 1024", network[name])]
+    if network.get("type") in ("loha", "lokr") and network.pop("dropout", None) is not None:
+        dropped.append("network_dropout")  # LyCORIS warns and ignores a neuron dropout for LoHa/LoKr
     return []
+
+
+def _lokr_factor(raw: dict[str, Any], network: dict[str, Any], dropped: list[str]) -> None:
+    """LoKr's `factor`: the GUI writes it for every type (-1 when unused) and passes it for LoKr only."""
+    value = network.pop("lokr_factor", raw.get("factor"))
+    if value is None or _literal(value) == -1:
+        return
+    if network.get("type") == "lokr":
+        network["lokr_factor"] = _literal(value)
+    else:
+        dropped.append("factor")
 
 
 def _literal(value: Any) -> Any:

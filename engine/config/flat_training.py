@@ -247,6 +247,17 @@ def read_resolution(raw: dict[str, Any], dataset: dict[str, Any], problems: list
     dataset["resolution"] = width
 
 
+def drop_unused_state_keeping(nested: Nested, notes: list[str]) -> None:
+    """sd-scripts keeps the last N states only when it saves states at all: without save_state the
+    keep-last settings do nothing (train_network.py removes old states inside `save_state`)."""
+    saving = nested.get("saving", {})
+    if saving.get("save_state"):
+        return
+    for name in ("save_last_n_epochs_state", "save_last_n_steps_state"):
+        if saving.pop(name, None) is not None:
+            notes.append(f"{name} is ignored: save_state is off, so no state is saved (as in sd-scripts)")
+
+
 def drop_inactive_noise(raw: dict[str, Any], nested: Nested, dropped: list[str]) -> None:
     """Drop values of options the file's own settings switch off (the GUI writes them anyway)."""
     training = nested.get("training", {})

@@ -3,7 +3,7 @@
 One row per option: the feature it belongs to, what that feature does, and the values that leave
 it off. An imported file that leaves such an option off loads (the key is listed once in a note);
 one that turns it on is refused with the feature's name, so a real option is never reported as a
-typo. Some options only matter together with a switch (the LoKr factor with a LoKr network, the
+typo. Some options only matter together with a switch (decompose_both with a LoKr network, the
 FLUX.1 paths with the FLUX.1 checkbox): `used_with` names the switch, and while it is elsewhere the
 value is dropped whatever it is, as the GUI itself never passed it on. The GUI's switches and which
 options each LoRA type passes to sd-scripts are read from bmaltais/kohya_ss kohya_gui/lora_gui.py
@@ -131,7 +131,6 @@ NOT_OFFERED: dict[str, NotOffered] = {
     # LyCORIS modules in lora-wizard always add their update to the layer's output (bypass mode)
     "bypass_mode": NotOffered("LyCORIS merge mode", "merges each update into a copy of the weight", off=(True,),
                               used_with=("LoRA_type", _LOCON_LOHA_LOKR)),
-    "factor": NotOffered("LoKr factor choices", "sets how LoKr splits each weight", off=(-1, "-1"), used_with=("LoRA_type", _LOKR)),
     "decompose_both": NotOffered("LoKr decompose_both", "also factors LoKr's second matrix", used_with=("LoRA_type", _LOKR)),
     "unit": NotOffered("DyLoRA networks", "trains every rank up to network_dim at once", off=(1,),
                        used_with=("LoRA_type", frozenset({"LyCORIS/DyLoRA", "Kohya DyLoRA"}))),

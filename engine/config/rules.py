@@ -18,7 +18,7 @@ Pure: no torch, no model loading; the filesystem rules only look at paths (`Path
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.config.defaults import ADAPTIVE, USUAL_LR, suggested_learning_rate
@@ -92,7 +92,13 @@ def _dataset(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
             ds.min_bucket_reso,
         )
     width, height = ds.width_height
-    yield from resolution_problems(ds.resolution, ds.bucket_reso_steps)
+    if not ds.enable_bucket:
+        # the resolution is then the one bucket; with buckets it only sets their area (sd-scripts'
+        # make_bucket_resolutions), so any size is fine. An odd bucket trains (sd-scripts has no
+        # such rule either): the U-Net resizes its feature maps where a side does not halve evenly.
+        for problem in resolution_problems(ds.resolution, ds.bucket_reso_steps):
+            yield replace(problem, problem=problem.problem + " (it trains, but the model's grid does not fit it)",
+                          level=Level.WARNING)
     if ds.enable_bucket and not ds.bucket_no_upscale and max(width, height) > ds.max_bucket_reso:
         yield Problem(
             "dataset.max_bucket_reso",
@@ -104,7 +110,7 @@ def _dataset(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
     if family == ModelFamily.SDXL and ds.bucket_reso_steps % 32:
         yield Problem(
             "dataset.bucket_reso_steps",
-            "SDXL needs a multiple of 32 (its UNet halves the latent three times)",
+            "SDXL needs a multiple of 32 (its UNet halves the latent three times; sd-scripts refuses other steps too)",
             "use 32 or 64",
             ds.bucket_reso_steps,
         )
@@ -147,6 +153,8 @@ def _network(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
             "set network_weights or turn it off",
             True,
         )
+    if net.lokr_factor != -1 and net.type != NetworkType.LOKR:
+        yield Problem("network.lokr_factor", "is used by LoKr networks only", "set network.type=lokr or leave it at -1", net.lokr_factor)
     if net.type in (NetworkType.LOHA, NetworkType.LOKR) and net.dropout:
         yield Problem(
             "network.dropout",

@@ -328,6 +328,16 @@ class NetworkConfig(StrictModel):
     mid_lr_weight: float | list[float] | None = None
     up_lr_weight: str | list[float] | None = None
     block_lr_zero_threshold: float = Field(0.0, ge=0.0)
+    lokr_factor: int = Field(
+        -1, ge=-1, description="LoKr: the size of the small Kronecker factor (-1: LyCORIS' own choice)"
+    )
+
+    @field_validator("lokr_factor")
+    @classmethod
+    def _factor(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("use -1 for LyCORIS' own choice, or a factor of 1 or more")
+        return value
 
 
 class OptimConfig(StrictModel):
