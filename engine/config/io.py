@@ -341,7 +341,7 @@ def validated(data: dict[str, Any]) -> tuple[TrainConfig | None, list[Problem]]:
         cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
         problems = field_problems(exc, data)
-        bad = {p.where for p in problems}
+        bad = {p.where for p in problems} | {_dotted(tuple(e["loc"][:2])) for e in exc.errors()}
         rest = _without(data, [tuple(e["loc"][:2]) for e in exc.errors()])
         try:
             partial = TrainConfig.model_validate(rest)
@@ -376,7 +376,10 @@ def field_problems(exc: ValidationError, data: dict[str, Any]) -> list[Problem]:
     """One problem per field pydantic refused (the members of a union merged into one)."""
     by_field: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for error in exc.errors():
-        by_field.setdefault(tuple(error["loc"][:2]), []).append(error)
+        loc = tuple(error["loc"])
+        # a field of a list item is its own field (dataset.subsets[0].image_dir)
+        key = loc[:4] if len(loc) > 3 and isinstance(loc[2], int) else loc[:2]
+        by_field.setdefault(key, []).append(error)
     problems: list[Problem] = []
     for loc, errs in by_field.items():
         paths = {_dotted(e["loc"]) for e in errs}
@@ -399,9 +402,14 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     parts = [str(loc[0])]
     if len(loc) > 1:
         parts.append(f".{loc[1]}")
+    after_index = False
     for item in loc[2:]:
         if isinstance(item, int):
-            parts.append(f"[{item}]")  # string items are pydantic's names of union members
+            parts.append(f"[{item}]")
+        elif after_index:
+            parts.append(f".{item}")  # a field of a list item (dataset.subsets[0].image_dir)
+        # other strings are pydantic's names of union members
+        after_index = isinstance(item, int)
     return "".join(parts)
 
 
@@ -440,7 +448,11 @@ def describe_field(path: str) -> str:
         return "a field of the config" if section != "version" else f"{CONFIG_VERSION}"
     if not name:
         return f"an object with the {section} fields"
-    info = section_model(section).model_fields.get(name)
+    model = section_model(section)
+    if "]." in rest:  # a field of a list item: dataset.subsets[0].image_dir
+        item = typing.get_args(typing.get_args(model.model_fields[name].annotation)[0])[0]
+        model, name = item, rest.rsplit("].", 1)[1]
+    info = model.model_fields.get(name)
     if info is None:
         return "a known field"
     bounds = [f"{sign} {getattr(item, attr)}" for item in info.metadata for kind, sign, attr in _BOUNDS if isinstance(item, kind)]

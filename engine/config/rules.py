@@ -75,6 +75,7 @@ def check(cfg: TrainConfig, facts: Facts | None = None) -> list[Problem]:
 
 def _dataset(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
     ds = cfg.dataset
+    yield from _folders(ds)
     if ds.cache_latents and (ds.color_aug or ds.random_crop):
         which = " and ".join(n for n in ("color_aug", "random_crop") if getattr(ds, n))
         yield Problem(
@@ -114,6 +115,28 @@ def _dataset(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
             "use 32 or 64",
             ds.bucket_reso_steps,
         )
+
+
+def _folders(ds) -> Iterator[Problem]:
+    """The images come from one place: the parent folder of <repeats>_<name> folders, or the list."""
+    if ds.subsets and ds.img_folder is not None:
+        yield Problem(
+            "dataset.img_folder",
+            "and dataset.subsets both name the images",
+            "keep one: the parent folder of <repeats>_<name> folders, or the list of folders (then set img_folder to null)",
+            ds.img_folder,
+        )
+    if ds.subsets and ds.reg_img_folder is not None:
+        yield Problem(
+            "dataset.reg_img_folder",
+            "is not used with dataset.subsets",
+            "list the regularisation folders in dataset.subsets with is_reg: true",
+            str(ds.reg_img_folder),
+        )
+    if not ds.subsets and ds.img_folder is None:
+        yield Problem("dataset.subsets", "no images: neither dataset.img_folder nor dataset.subsets is set", "set one of them")
+    if ds.subsets and all(s.is_reg for s in ds.subsets):
+        yield Problem("dataset.subsets", "lists regularisation folders only", "add a folder of training images (is_reg: false)")
 
 
 def resolution_problems(resolution: int | tuple[int, int], steps: int) -> Iterator[Problem]:
@@ -169,13 +192,24 @@ def _network(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
 
 def _optim(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
     opt = cfg.optim
-    if opt.lr_scheduler == LrScheduler.CONSTANT and opt.lr_warmup_ratio > 0:
+    warms = opt.lr_warmup_ratio > 0 or bool(opt.lr_warmup_steps)
+    if opt.lr_warmup_ratio > 0 and opt.lr_warmup_steps is not None:
+        yield Problem(
+            "optim.lr_warmup_steps",
+            f"and optim.lr_warmup_ratio ({opt.lr_warmup_ratio:g}) both set the warm-up",
+            "keep one: a number of steps, or a share of the steps",
+            opt.lr_warmup_steps,
+        )
+    if opt.lr_scheduler in (LrScheduler.CONSTANT, LrScheduler.ADAFACTOR) and warms:
         yield Problem(
             "optim.lr_scheduler",
             "has no warmup",
-            "use constant_with_warmup, or set optim.lr_warmup_ratio to 0",
+            "use constant_with_warmup, or set the warm-up (optim.lr_warmup_ratio / lr_warmup_steps) to 0"
+            if opt.lr_scheduler == LrScheduler.CONSTANT
+            else "set the warm-up to 0 (Adafactor's own step size warms up with warmup_init=True)",
             opt.lr_scheduler,
         )
+    yield from _adafactor(opt)
     allowed = {"lr_end"} if opt.lr_scheduler == LrScheduler.POLYNOMIAL else set()
     for key, value in opt.lr_scheduler_args.items():
         where = f"optim.lr_scheduler_args.{key}"
@@ -203,6 +237,27 @@ def _optim(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
         yield Problem("optim.full_bf16", "needs optim.mixed_precision=bf16", "set it, or turn full_bf16 off", True)
 
 
+def _adafactor(opt) -> Iterator[Problem]:
+    """The adafactor schedule is Adafactor's own step size (relative_step=True); with it the
+    optimizer ignores any other schedule (sd-scripts switches to it then, train_util.get_optimizer)."""
+    relative = opt.optimizer == Optimizer.ADAFACTOR and str(opt.optimizer_args.get("relative_step", False)).lower() == "true"
+    if opt.lr_scheduler == LrScheduler.ADAFACTOR and not relative:
+        yield Problem(
+            "optim.lr_scheduler",
+            "the adafactor schedule is Adafactor's own step size: it needs optim.optimizer=AdaFactor with "
+            "optim.optimizer_args relative_step=true",
+            "set both, or pick another schedule",
+            opt.lr_scheduler,
+        )
+    if relative and opt.lr_scheduler != LrScheduler.ADAFACTOR:
+        yield Problem(
+            "optim.optimizer_args.relative_step",
+            f"makes Adafactor set its own step size, so the {opt.lr_scheduler.value} schedule would do nothing",
+            "set optim.lr_scheduler=adafactor, or relative_step=false for a fixed learning rate",
+            True,
+        )
+
+
 def learning_rate_problems(
     optimizer: Optimizer, learning_rate: float, unet_lr: float | None = None, text_encoder_lr: float | None = None
 ) -> Iterator[Problem]:
@@ -224,6 +279,14 @@ def learning_rate_problems(
 
 def _training(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
     tr = cfg.training
+    if tr.max_steps and tr.max_train_epochs:
+        yield Problem(
+            "training.max_train_epochs",
+            f"is overridden by training.max_steps ({tr.max_steps}): a config trains its step count when it has one",
+            "clear one of them (sd-scripts would train the epochs)",
+            tr.max_train_epochs,
+            Level.WARNING,
+        )
     if tr.min_timestep >= tr.max_timestep:
         yield Problem(
             "training.min_timestep",
@@ -291,15 +354,17 @@ def _sampling(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
         yield Problem(
             "sampling.sample_prompts",
             "sampling.sample_every_n_* is set but there are no prompts",
-            "give a text file of prompts, or clear sample_every_n_*",
+            "give a text file of prompts (or a list of prompt lines), or clear sample_every_n_*",
         )
     if sp.sample_prompts is not None and not (sp.sample_every_n_epochs or sp.sample_every_n_steps):
         yield Problem(
             "sampling.sample_prompts",
             "is set but nothing says when to sample",
             "set sample_every_n_epochs or sample_every_n_steps",
-            str(sp.sample_prompts),
+            sp.sample_prompts if isinstance(sp.sample_prompts, list) else str(sp.sample_prompts),
         )
+    if isinstance(sp.sample_prompts, list) and not any(line.strip() for line in sp.sample_prompts):
+        yield Problem("sampling.sample_prompts", "holds no prompt", "give at least one prompt line", sp.sample_prompts)
 
 
 def _model(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
@@ -395,11 +460,12 @@ def _paths(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
     are read (not only looked at) by preflight's model and dataset checks."""
     if facts is None or not facts.paths:
         return
+    prompts = cfg.sampling.sample_prompts
     for where, value, kind in (
         ("model.vae", cfg.model.vae, "file"),
         ("network.network_weights", cfg.network.network_weights, "file"),
         ("saving.resume", cfg.saving.resume, "folder"),
-        ("sampling.sample_prompts", cfg.sampling.sample_prompts, "file"),
+        ("sampling.sample_prompts", None if isinstance(prompts, list) else prompts, "file"),  # a list holds the prompts
     ):
         path = None if value is None else Path(value).expanduser()
         if path is not None and not (path.is_file() if kind == "file" else path.is_dir()):

@@ -290,7 +290,9 @@ def read_captions(plan) -> dict[Path, str]:
     from engine.data.captions import read_caption
 
     return {
-        item.record.path: read_caption(item.record.caption_path) if item.record.caption_path else item.record.class_caption
+        item.record.path: read_caption(item.record.caption_path, all_lines=item.record.rules.wildcard)
+        if item.record.caption_path
+        else item.record.class_caption
         for item in plan.items
     }
 

@@ -12,29 +12,21 @@ import torch
 
 from engine.config.schema import ModelFamily
 from engine.data.buckets import crop_ltrb_for_sdxl, crop_offsets, sdxl_crop_top_left
-from engine.data.captions import process_caption
+from engine.data.captions import apply_rules
 from engine.data.latents import encode_images, load_image
-from engine.data.plan import Sample
+from engine.data.plan import Sample, steps_before
 from engine.run.losses import batch_loss_value
 from engine.run.noise import make_noise, make_noisy_latents, sample_timesteps, v_target
 from engine.run.setup import derive_generator
 from engine.text.cache import encode_captions
 
 
-def batch_captions(session, batch: list[Sample], epoch: int, rng: random.Random) -> list[str]:
-    ds = session.cfg.dataset
+def batch_captions(session, batch: list[Sample], epoch: int, rng: random.Random, step: int = 0) -> list[str]:
+    """Each sample's caption under its folder's rules, `step` optimizer steps into the run."""
+    total = session.plan.total_steps
     return [
-        process_caption(
-            session.captions[sample.item.record.path],
-            epoch=epoch,
-            rng=rng,
-            shuffle=ds.shuffle_caption,
-            keep_tokens=ds.keep_tokens,
-            tag_dropout_rate=ds.caption_tag_dropout_rate,
-            dropout_rate=ds.caption_dropout_rate,
-            dropout_every_n_epochs=ds.caption_dropout_every_n_epochs,
-        )
-        for sample in batch
+        apply_rules(session.captions[s.item.record.path], s.item.record.rules, epoch=epoch, rng=rng, step=step, total_steps=total)
+        for s in batch
     ]
 
 
@@ -116,7 +108,7 @@ def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Te
     # draws exactly what the uninterrupted one did
     torch.manual_seed(derive_generator(tr.seed, "dropout", epoch, index, acc.process_index).initial_seed())
 
-    captions = [batch_captions(session, batch, epoch, rng)[i] for i in rows]
+    captions = [batch_captions(session, batch, epoch, rng, steps_before(session.plan, epoch, index))[i] for i in rows]
     own = batch_latents(session, batch, epoch, index, rows)
     latents = torch.zeros((len(batch), *own.shape[1:]), dtype=own.dtype)
     latents[rows] = own  # other processes' rows stay zero: only their random draws matter here
