@@ -207,6 +207,9 @@ def read_adafactor(optim: dict[str, Any], fmt: SourceFormat, notes: list[str]) -
     if fmt == SourceFormat.LETS_JSON or optim.get("optimizer") != "AdaFactor":
         return
     args = optim.setdefault("optimizer_args", {})
+    # transformers' Adafactor scales its steps by each parameter's size unless told otherwise;
+    # lora-wizard's own default is off, so an imported file states sd-scripts' value
+    args.setdefault("scale_parameter", "True")
     relative = str(args.get("relative_step", "True")).strip().lower() == "true"
     warmup_init = str(args.get("warmup_init", "False")).strip().lower() == "true"
     if relative or warmup_init:

@@ -62,6 +62,8 @@ class Placement:
     resized: Size
     crop_left: int
     crop_top: int
+    #: BucketChoice.ar_error, for ss_bucket_info's mean_img_ar_error (derived, so not compared)
+    ar_error: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +177,7 @@ def select_bucket(
     """Bucket, resized size and crop for one image; pass an rng for random_crop."""
     choice = chooser.choose(image_w, image_h)
     left, top = crop_offsets(choice, rng)
-    return Placement(choice.bucket, choice.resized, left, top)
+    return Placement(choice.bucket, choice.resized, left, top, choice.ar_error)
 
 
 def crop_ltrb_for_sdxl(bucket: Size, original: Size) -> tuple[float, float, float, float]:

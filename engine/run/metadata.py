@@ -67,12 +67,54 @@ def _dirs(subsets) -> str:
     return json.dumps({s.folder.name: {"n_repeats": s.repeats, "img_count": len(s.images)} for s in subsets})
 
 
-def bucket_info(plan: RunPlan) -> dict:
+def bucket_info(cfg: TrainConfig, plan: RunPlan) -> dict | None:
+    """sd-scripts' ss_bucket_info (train_util.BaseDataset.make_buckets): each used bucket under its
+    index in the sorted bucket list (the fixed set, or the sizes met without upscaling), and the
+    mean |aspect-ratio error| of the images, each counted once; None without bucketing."""
+    import numpy as np
+
+    from engine.data.plan import bucket_chooser
+
+    if not cfg.dataset.enable_bucket:
+        return None
+    resos = list(bucket_chooser(cfg).predefined) or sorted(plan.bucket_counts)
+    index = {reso: i for i, reso in enumerate(resos)}
+    errors = [abs(item.choice.ar_error) for item in plan.items]
     return {
-        "buckets": {
-            i: {"resolution": list(reso), "count": count} for i, (reso, count) in enumerate(plan.bucket_counts.items())
-        }
+        "buckets": {index[reso]: {"resolution": list(reso), "count": count} for reso, count in plan.bucket_counts.items()},
+        # numpy's mean, as sd-scripts computes it (its pairwise sum can differ from sum() in the last bit)
+        "mean_img_ar_error": float(np.mean(np.abs(np.array(errors)))) if errors else 0,
     }
+
+
+def tag_frequency(plan: RunPlan, captions: dict) -> dict[str, dict[str, int]]:
+    """ss_tag_frequency: per folder, training and regularisation alike, how many captions hold
+    each tag, over every image of the folder (sd-scripts' `set_tag_frequency`, called for each
+    subset as it is loaded). `captions` has the plan's images; a regularisation image the balancing
+    left out is read here."""
+    from engine.data.captions import count_tags, read_caption
+
+    def caption_of(record) -> str:
+        if record.path in captions:
+            return captions[record.path]
+        if record.caption_path is None:
+            return record.class_caption
+        return read_caption(record.caption_path, all_lines=record.rules.wildcard)
+
+    by_folder: dict[str, list[str]] = {}
+    for subset in (*plan.subsets, *plan.reg_subsets):
+        by_folder.setdefault(subset.folder.name, []).extend(caption_of(record) for record in subset.images)
+    return {folder: dict(count_tags(texts)) for folder, texts in by_folder.items()}
+
+
+def _hashes(values: dict[str, object], path_text: str, key: str, new_key: str) -> None:
+    """sd-scripts' model hashes of a model file (none for a folder or the built-in model)."""
+    from engine.models.hashes import model_hashes
+
+    hashes = model_hashes(path_text)
+    if hashes is not None:
+        values[key] = hashes.legacy
+        values[new_key] = hashes.sha256
 
 
 def training_metadata(cfg: TrainConfig, plan: RunPlan, facts: RunFacts) -> dict[str, str]:
@@ -91,7 +133,8 @@ def training_metadata(cfg: TrainConfig, plan: RunPlan, facts: RunFacts) -> dict[
         "ss_unet_lr": opt.unet_lr,
         "ss_num_train_images": plan.num_train_images,
         "ss_num_validation_images": 0,
-        "ss_num_reg_images": plan.num_reg_images,
+        # images x repeats of the regularisation folders, before balancing (sd-scripts' num_reg_images)
+        "ss_num_reg_images": sum(s.repeats * len(s.images) for s in plan.reg_subsets),
         "ss_num_batches_per_epoch": plan.batches_per_epoch,
         "ss_num_epochs": plan.epochs,
         "ss_gradient_checkpointing": opt.gradient_checkpointing,
@@ -122,9 +165,10 @@ def training_metadata(cfg: TrainConfig, plan: RunPlan, facts: RunFacts) -> dict[
         "ss_sd_scripts_commit_hash": "lora-wizard",
         "ss_optimizer": facts.optimizer,
         "ss_max_grad_norm": opt.max_grad_norm,
-        "ss_caption_dropout_rate": ds.caption_dropout_rate or None,
-        "ss_caption_dropout_every_n_epochs": ds.caption_dropout_every_n_epochs or None,
-        "ss_caption_tag_dropout_rate": ds.caption_tag_dropout_rate or None,
+        # sd-scripts writes these off values as 0.0 / 0 (its argument defaults), not None
+        "ss_caption_dropout_rate": ds.caption_dropout_rate,
+        "ss_caption_dropout_every_n_epochs": ds.caption_dropout_every_n_epochs,
+        "ss_caption_tag_dropout_rate": ds.caption_tag_dropout_rate,
         "ss_face_crop_aug_range": None,
         "ss_prior_loss_weight": ds.prior_loss_weight,
         "ss_min_snr_gamma": tr.min_snr_gamma,
@@ -132,7 +176,7 @@ def training_metadata(cfg: TrainConfig, plan: RunPlan, facts: RunFacts) -> dict[
         "ss_ip_noise_gamma": tr.ip_noise_gamma,
         "ss_debiased_estimation": tr.debiased_estimation_loss,
         "ss_noise_offset_random_strength": tr.noise_offset_random_strength,
-        "ss_ip_noise_gamma_random_strength": False,
+        "ss_ip_noise_gamma_random_strength": tr.ip_noise_gamma_random_strength,
         "ss_loss_type": tr.loss_type.value,
         "ss_huber_schedule": tr.huber_schedule.value,
         "ss_huber_scale": 1.0,
@@ -154,13 +198,15 @@ def training_metadata(cfg: TrainConfig, plan: RunPlan, facts: RunFacts) -> dict[
         "ss_dataset_dirs": _dirs(plan.subsets),
         "ss_reg_dataset_dirs": _dirs(plan.reg_subsets),
         "ss_tag_frequency": json.dumps(facts.tag_frequency),
-        "ss_bucket_info": json.dumps(bucket_info(plan)),
+        "ss_bucket_info": json.dumps(bucket_info(cfg, plan)),
         "ss_sd_model_name": model_path.name if model_path.exists() else cfg.model.base_model,
     }
     if facts.network_args:
         values["ss_network_args"] = json.dumps(facts.network_args)
+    _hashes(values, cfg.model.base_model, "ss_sd_model_hash", "ss_new_sd_model_hash")
     if cfg.model.vae is not None:
         values["ss_vae_name"] = cfg.model.vae.name
+        _hashes(values, str(cfg.model.vae), "ss_vae_hash", "ss_new_vae_hash")
     metadata = {key: str(value) for key, value in values.items()}
     metadata.update(modelspec(cfg, facts))
     if cfg.saving.no_metadata:

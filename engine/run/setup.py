@@ -298,14 +298,10 @@ def read_captions(plan) -> dict[Path, str]:
 
 
 def tag_frequency(plan, captions: dict[Path, str]) -> dict[str, dict[str, int]]:
-    """ss_tag_frequency: per training folder, how many captions hold each tag."""
-    from engine.data.captions import count_tags
+    """ss_tag_frequency (engine/run/metadata.py)."""
+    from engine.run.metadata import tag_frequency as folders_tag_frequency
 
-    by_folder: dict[str, list[str]] = {}
-    for item in plan.items:
-        if not item.record.is_reg:
-            by_folder.setdefault(item.record.subset, []).append(captions[item.record.path])
-    return {folder: dict(count_tags(texts)) for folder, texts in by_folder.items()}
+    return folders_tag_frequency(plan, captions)
 
 
 def _move_to_device_now(model, device, weight_dtype) -> None:
