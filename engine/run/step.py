@@ -125,7 +125,10 @@ def batch_loss(session, batch: list[Sample], epoch: int, index: int) -> torch.Te
     )
     timesteps = sample_timesteps(len(batch), tr.min_timestep, tr.max_timestep, generator)
     alphas = session.alphas_cumprod
-    noisy = make_noisy_latents(latents, noise, timesteps, alphas, generator, ip_noise_gamma=tr.ip_noise_gamma)
+    noisy = make_noisy_latents(
+        latents, noise, timesteps, alphas, generator,
+        ip_noise_gamma=tr.ip_noise_gamma, ip_noise_gamma_random_strength=tr.ip_noise_gamma_random_strength,
+    )
     if cfg.model.v_parameterization:
         target = v_target(latents, noise, timesteps, alphas)
     else:
