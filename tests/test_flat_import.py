@@ -166,7 +166,7 @@ def test_kohya_gui_file():
     out = flat_to_nested(fixture("kohya_gui_sd15.json"), "x")
     n = out.nested
     assert n["model"]["base_model"] == "C:/sd/models/v1-5-pruned-emaonly.safetensors"
-    assert n["model"]["max_token_length"] == 75 and n["model"]["attention"] == "sdpa"
+    assert n["model"]["max_token_length"] == 75 and n["model"]["attention"] == "xformers"  # the GUI passed --xformers
     assert n["dataset"]["resolution"] == [768, 512]  # max_resolution "768,512"
     assert n["dataset"]["caption_extension"] == ".caption"  # "" is sd-scripts' default
     assert n["optim"]["lr_warmup_ratio"] == 0.1  # lr_warmup is a percentage

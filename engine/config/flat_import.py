@@ -169,7 +169,7 @@ def _guess(key: str) -> str:
 
 def _read_special_keys(raw: dict[str, Any], fmt: SourceFormat, out: FlatImport, problems: list[Problem]) -> None:
     nested, notes = out.nested, out.notes
-    read_family_and_attention(raw, nested, problems)
+    read_family_and_attention(raw, fmt, nested, problems)
     optim = nested.setdefault("optim", {})
     read_optimizer_flags(raw, optim, notes)
     read_rates(raw, fmt, nested, notes, problems)

@@ -95,7 +95,7 @@ FLAT_KEYS: dict[str, Target] = {
     "conv_dims": Target("network.conv_block_dims", v.number_list),  # older GUI name
     "conv_alphas": Target("network.conv_block_alphas", v.number_list),  # older GUI name
     "down_lr_weight": Target("network.down_lr_weight", v.number_list),
-    "mid_lr_weight": Target("network.mid_lr_weight", v.number_list),
+    "mid_lr_weight": Target("network.mid_lr_weight", v.scalar_or_list),
     "up_lr_weight": Target("network.up_lr_weight", v.number_list),
     "block_lr_zero_threshold": Target("network.block_lr_zero_threshold"),
     # optimisation (the learning rates are SPECIAL_KEYS: 0 means different things per tool)
@@ -111,7 +111,7 @@ FLAT_KEYS: dict[str, Target] = {
     "warmup_lr_ratio": Target("optim.lr_warmup_ratio"),
     "warmup_ratio": Target("optim.lr_warmup_ratio"),  # LETS' TOML
     "lr_warmup": Target("optim.lr_warmup_ratio", v.warmup_percent),
-    "lr_scheduler_args": Target("optim.lr_scheduler_args", v.key_value_args),
+    "lr_scheduler_args": Target("optim.lr_scheduler_args", v.literal_args),
     "max_grad_norm": Target("optim.max_grad_norm"),
     "gradient_acc_steps": Target("optim.gradient_accumulation_steps"),
     "gradient_accumulation_steps": Target("optim.gradient_accumulation_steps"),
@@ -159,6 +159,7 @@ FLAT_KEYS: dict[str, Target] = {
     "save_last_n_steps": Target("saving.save_last_n_steps", v.zero_off),
     "save_last_n_epochs_state": Target("saving.save_last_n_epochs_state", v.zero_off),
     "save_last_n_steps_state": Target("saving.save_last_n_steps_state", v.zero_off),
+    "save_state_every_n_minutes": Target("saving.save_state_every_n_minutes", v.zero_off),  # lora-wizard's own
     "save_state": Target("saving.save_state"),
     "load_previous_save_state": Target("saving.resume"),
     "resume": Target("saving.resume"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.config.flat_values import key_value_args, number_list
+from engine.config.flat_values import key_value_args, number_list, scalar_or_list
 from engine.config.not_offered import (
     NOT_OFFERED,
     NOT_OFFERED_ALGOS,
@@ -59,7 +59,7 @@ def read_network(raw: dict[str, Any], network: dict[str, Any], dropped: list[str
         elif key == "dropout":  # LyCORIS' name of the neuron dropout
             network["dropout"] = value
         elif key in _LISTS:
-            network[key] = number_list(value)
+            network[key] = scalar_or_list(value) if key == "mid_lr_weight" else number_list(value)
         elif key == "algo":
             algo = str(value).lower()
         elif key == "factor":

@@ -30,7 +30,7 @@ from engine.problems import Problem
 Nested = dict[str, dict[str, Any]]
 
 
-def read_family_and_attention(raw: dict[str, Any], nested: Nested, problems: list[Problem]) -> None:
+def read_family_and_attention(raw: dict[str, Any], fmt: SourceFormat, nested: Nested, problems: list[Problem]) -> None:
     model = nested.setdefault("model", {})
     # v2=false is LETS' default answer, not a statement about the weights: the family stays "auto"
     # (read from the checkpoint) unless a file says SD2 or SDXL.
@@ -46,10 +46,12 @@ def read_family_and_attention(raw: dict[str, Any], nested: Nested, problems: lis
     elif raw.get("sdpa"):
         model["attention"] = "sdpa"
     elif "xformers" in raw:
-        # LETS stored a bool (true: memory-efficient attention), the GUI a kernel name. Torch SDPA
-        # is today's memory-efficient kernel, so only the explicit name "xformers" asks for xformers.
+        # LETS' JSON stored a bool (true: memory-efficient attention), the GUI a kernel name. Torch
+        # SDPA is today's memory-efficient kernel, so there only the explicit name "xformers" asks
+        # for xformers; for sd-scripts (its TOML, LETS' TOML) the switch is xformers itself.
         value = raw["xformers"]
-        model["attention"] = "xformers" if isinstance(value, str) and value.lower() == "xformers" else "sdpa"
+        named = isinstance(value, str) and value.lower() == "xformers"
+        model["attention"] = "xformers" if named or (value is True and fmt != SourceFormat.LETS_JSON) else "sdpa"
 
 
 def read_optimizer_flags(raw: dict[str, Any], optim: dict[str, Any], notes: list[str]) -> None:

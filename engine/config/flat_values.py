@@ -9,6 +9,7 @@ functions of one value; the tables in engine/config/flat_keys.py say which key u
 
 from __future__ import annotations
 
+import ast
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -111,7 +112,9 @@ def key_value_args(value: Any) -> dict[str, Any]:
         except ValueError as exc:  # an unclosed quote
             raise ValueError(f"cannot be split into key=value items ({exc})") from None
     else:
-        items = [part for item in value for part in (shlex.split(item) if isinstance(item, str) else [item])]
+        # each item is one argument already (a TOML array, sd-scripts' nargs list): only quotes
+        # around a whole item are removed
+        items = [_unquote(item) if isinstance(item, str) else item for item in value]
     out: dict[str, Any] = {}
     for item in items:
         if not isinstance(item, str) or "=" not in item:
@@ -119,6 +122,32 @@ def key_value_args(value: Any) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         out[key.strip()] = raw.strip()
     return out
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def literal_args(value: Any) -> dict[str, Any]:
+    """`key_value_args` whose values are read as Python literals, as sd-scripts reads scheduler
+    arguments (`ast.literal_eval` in train_util.get_scheduler_fix); a value that is not one stays text."""
+    out = key_value_args(value)
+    for key, raw in out.items():
+        if isinstance(raw, str):
+            try:
+                out[key] = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                pass
+    return out
+
+
+def scalar_or_list(value: Any) -> Any:
+    """`number_list`, but one number stays a number (the middle block's one LR weight)."""
+    listed = number_list(value)
+    return listed[0] if isinstance(listed, list) and len(listed) == 1 else listed
 
 
 def prompt_lines(value: Any) -> Any:

@@ -144,11 +144,18 @@ def _build_flat(flat_file: FlatFile, source: str, skip: Iterable[str] | None, *,
         dataset["subsets"] = flat_file.subsets
         dataset.pop("reg_img_folder", None)
         dataset["img_folder"] = None
+    extra: list[Problem] = []
+    known = set(field_paths())
+    for path, value in flat_file.own.items():  # lora-wizard's own settings, by field name: they win
+        if path not in known:
+            extra.append(Problem(f"[lora_wizard] {path}", "is not a config field", _suggest(path) or "remove it", value))
+            continue
+        section, name = path.split(".")
+        nested.setdefault(section, {})[name] = value
     notes = [f"{source}: {note}" for note in (*flat_file.notes, *imported.notes)]
     if imported.dropped:
         notes.append(f"{source}: left out (session settings, or values the file's own settings leave unused): "
                      + ", ".join(imported.dropped))
-    extra: list[Problem] = []
     if flat_file.source_format != SourceFormat.LETS_JSON and "resolution" not in nested.get("dataset", {}):
         extra.append(Problem("dataset.resolution", "the file gives no resolution (sd-scripts refuses to train without one)",
                              "set resolution, e.g. 512 or 1024"))

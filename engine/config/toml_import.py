@@ -28,6 +28,10 @@ from engine.errors import ConfigError
 from engine.problems import render
 
 
+#: the table lora-wizard's export writes its own settings into, by config field name
+OWN_TABLE = "lora_wizard"
+
+
 @dataclass
 class FlatFile:
     """A file read as flat option names, with what it lists beyond them."""
@@ -36,6 +40,7 @@ class FlatFile:
     source_format: SourceFormat
     subsets: list[dict[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)
+    own: dict[str, Any] = field(default_factory=dict)  # config fields by dotted name ([lora_wizard])
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -96,13 +101,16 @@ def read_toml_config(path: Path) -> FlatFile:
     if is_lets_toml(data):
         return _lets_toml(data, path)
     flat: dict[str, Any] = {}
+    own = data.pop(OWN_TABLE, None) or {}
+    if not isinstance(own, dict):
+        raise ConfigError(f"{path}: {OWN_TABLE} must be a table")
     for key, value in data.items():
         # sd-scripts merges one level of tables into the top level, whatever their names
         if isinstance(value, dict) and key not in ("network_args", "optimizer_args", "lr_scheduler_args"):
             flat.update(value)
         else:
             flat[key] = value
-    result = FlatFile(flat, SourceFormat.SD_SCRIPTS_TOML)
+    result = FlatFile(flat, SourceFormat.SD_SCRIPTS_TOML, own=own)
     if flat.get("dataset_config"):
         return with_dataset_config(result, path.parent, str(path))
     return result
