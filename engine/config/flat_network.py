@@ -35,7 +35,10 @@ def read_network(raw: dict[str, Any], network: dict[str, Any], dropped: list[str
     if isinstance(gui_type, str) and gui_type in NOT_OFFERED_NETWORKS:
         return [Problem("LoRA_type", NOT_OFFERED_NETWORKS[gui_type], "choose Standard, Kohya LoCon, LyCORIS/LoHa or LyCORIS/LoKr", gui_type)]
     module = str(raw.get("network_module") or "networks.lora")
-    lycoris = bool(raw.get("lyco")) or module.endswith("lycoris.kohya")
+    # an `algo` is LyCORIS' own argument: LETS' TOML names no module and gave lycoris.kohya for it
+    # (modules/validator.py `validate_args`)
+    has_algo = isinstance(raw.get("network_args"), dict) and "algo" in raw["network_args"]
+    lycoris = bool(raw.get("lyco")) or module.endswith("lycoris.kohya") or (has_algo and "network_module" not in raw)
     if module in NOT_OFFERED_MODULES:
         return [Problem("network_module", NOT_OFFERED_MODULES[module], "use networks.lora or lycoris.kohya", module)]
     if not lycoris and module not in _KOHYA_MODULES:

@@ -68,20 +68,16 @@ def _dirs(subsets) -> str:
 
 
 def bucket_info(cfg: TrainConfig, plan: RunPlan) -> dict | None:
-    """sd-scripts' ss_bucket_info (train_util.BaseDataset.make_buckets): each used bucket under its
-    index in the sorted bucket list (the fixed set, or the sizes met without upscaling), and the
+    """sd-scripts' ss_bucket_info (train_util.BaseDataset.make_buckets): the used buckets in sorted
+    order (its BucketManager lists a bucket once an image lands in it, then sorts them), and the
     mean |aspect-ratio error| of the images, each counted once; None without bucketing."""
     import numpy as np
 
-    from engine.data.plan import bucket_chooser
-
     if not cfg.dataset.enable_bucket:
         return None
-    resos = list(bucket_chooser(cfg).predefined) or sorted(plan.bucket_counts)
-    index = {reso: i for i, reso in enumerate(resos)}
     errors = [abs(item.choice.ar_error) for item in plan.items]
     return {
-        "buckets": {index[reso]: {"resolution": list(reso), "count": count} for reso, count in plan.bucket_counts.items()},
+        "buckets": {i: {"resolution": list(reso), "count": count} for i, (reso, count) in enumerate(sorted(plan.bucket_counts.items()))},
         # numpy's mean, as sd-scripts computes it (its pairwise sum can differ from sum() in the last bit)
         "mean_img_ar_error": float(np.mean(np.abs(np.array(errors)))) if errors else 0,
     }
