@@ -186,8 +186,8 @@ def train(cfg: TrainConfig, checkpoint: Checkpoint, *, text_cache_allowed: bool 
         probe.attach(session)
         return session
 
-    def batch_captions(session, batch, epoch, rng):
-        captions = original_captions(session, batch, epoch, rng)
+    def batch_captions(session, batch, epoch, rng, *step):
+        captions = original_captions(session, batch, epoch, rng, *step)
         probe.batches.append(batch)
         probe.captions.append(captions)
         return captions
