@@ -168,3 +168,36 @@ def test_every_fixture_is_written_in_the_guis_own_styles():
     assert lokr["LyCORIS_preset"] == "full" and lokr["metadata_title"] == "" and lokr["num_processes"] == 1
     old = json.loads((CONFIGS / "kohya_gui_2023_sdxl_adafactor.json").read_text(encoding="utf-8"))
     assert old["clip_skip"] == "1" and old["lr_scheduler_num_cycles"] == "" and "max_bucket_reso" not in old
+
+
+def test_an_imported_gui_preset_trains(tmp_path):
+    """The 2024 LoKr preset with its paths replaced (the built-in model and sample images) trains,
+    and its LoRA says what it is: LyCORIS' LoKr with the preset's factor."""
+    pytest.importorskip("lycoris")
+    import torch
+
+    from engine.events import SilentReporter
+    from engine.network.lora_file import load_lora_file
+    from engine.queue.preflight import preflight
+    from engine.queue.runner import run_one
+
+    raw = json.loads((CONFIGS / "kohya_gui_2024_lokr.json").read_text(encoding="utf-8"))
+    raw.update(pretrained_model_name_or_path="builtin:demo", train_data_dir="builtin:sample", output_dir=str(tmp_path / "out"),
+               logging_dir="", max_resolution="128,128", optimizer="AdamW", optimizer_args="", mixed_precision="no",
+               max_train_epochs="", max_train_steps=2)
+    path = tmp_path / "preset.json"
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    cfg = read_config(path).config
+    assert cfg.training.max_steps == 2 and cfg.network.lokr_factor == 8 and isinstance(cfg.sampling.sample_prompts, list)
+    cfg = cfg.model_copy(update={"sampling": cfg.sampling.model_copy(update={"sample_every_n_epochs": None, "sample_prompts": None})})
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (planned,) = preflight([("preset", cfg)])
+        result = run_one(planned, SilentReporter())
+    finally:
+        torch.set_num_threads(before)
+    assert result.status == "done" and result.steps == 2
+    _, metadata = load_lora_file(result.run_dir / "lokr_test.safetensors")
+    assert json.loads(metadata["ss_network_args"])["factor"] == "8" and metadata["ss_network_module"] == "lycoris.kohya"
+    assert metadata["ss_ip_noise_gamma_random_strength"] == "True"

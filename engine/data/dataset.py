@@ -146,18 +146,6 @@ def load_subsets(specs: list[FolderSpec]) -> list[Subset]:
     return subsets
 
 
-def scan_subsets(root: Path, caption_extension: str, *, is_reg: bool = False) -> list[Subset]:
-    """Every `<repeats>_<name>` folder under `root`, with its images. All problems at once."""
-    from engine.data.subsets import FolderSpec
-
-    field = "dataset.reg_img_folder" if is_reg else "dataset.img_folder"
-    specs = [
-        FolderSpec(Path(s.image_dir), s.num_repeats, s.class_tokens, is_reg, caption_extension, CaptionRules(), field)
-        for s in concept_subsets(root, is_reg=is_reg)
-    ]
-    return load_subsets(specs)
-
-
 def train_image_count(subsets: list[Subset]) -> int:
     """sd-scripts' num_train_images: images x repeats, summed."""
     return sum(s.repeats * len(s.images) for s in subsets)
