@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.config import rules
-from engine.config.field_messages import (  # noqa: F401 - describe_field and field_problem are io's API too
+from engine.config.field_messages import (
     _dotted,
     _suggest,
     describe_field,
@@ -41,6 +41,11 @@ from engine.config.schema import (
 from engine.errors import ConfigError, OutputExistsError
 from engine.fileio import atomic_write_text, next_free_path
 from engine.problems import Problem, errors, render
+
+__all__ = [
+    "DEFAULT_SKIP", "MIGRATIONS", "LoadedConfig", "config_from_dict", "describe_field", "dump_config", "field_problem",
+    "load_config", "migrate", "read_config", "save_config", "skip_paths_for", "validate", "validated",
+]
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
