@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from engine.data.captions import (
+    CaptionRules,
+    apply_rules,
     chunk_token_ids,
     count_tags,
     merge_chunk_states,
@@ -204,3 +206,55 @@ def test_merge_chunk_states_keeps_bos_contents_and_last():
     assert rows[151:226] == [1200 + p for p in range(1, 76)]
     assert rows[226] == 1276  # last window's final state
     assert torch.equal(merge_chunk_states(hidden[:2], 1), hidden[:2])
+
+
+# ---- caption options of sd-scripts' subsets: prefix/suffix, wildcards, separators, token warm-up -
+#
+# (caption, seed, steps done, total steps, options) -> sd-scripts' output. Produced once by running
+# kohya-ss/sd-scripts' `BaseDataset.process_caption` (library/train_util.py, 2026 snapshot) on a
+# subset with these options, `current_step` = steps done, `max_train_steps` = total and
+# `random.seed(seed)`; a one-off script compared 172,032 combinations of these options (7
+# captions, 2 seeds, 2 steps): all identical.
+SUBSET_OPTION_CASES = [
+    ("sks ||| a, b, c, d ||| tail", 3, 0, 10, dict(shuffle=True, keep_tokens_separator="|||", prefix="photo of"),
+     "photo of sks, d, a, c, b, tail"),
+    ("a {red|blue|green} car, {big|small} wheels, {{literal}}", 0, 0, 10, dict(wildcard=True), "a blue car, small wheels, {literal}"),
+    ("a {red|blue|green} car, {big|small} wheels, {{literal}}", 1, 0, 10, dict(wildcard=True), "a red car, big wheels, {literal}"),
+    ("line one, x\nline {two|2}, y\nthird, z", 5, 0, 10, dict(wildcard=True, suffix="end"), "third, z end"),
+    ("tag_a; tag_b; tag_c; tag_d", 2, 0, 10, dict(shuffle=True, separator=";"), "tag_b, tag_c, tag_d, tag_a"),
+    ("a, b::c, d::e, f", 4, 0, 10, dict(shuffle=True, secondary_separator="::"), "d,e, a, f, b,c"),
+    (CAPTION, 0, 0, 10, dict(token_warmup_min=2, token_warmup_step=4), "1girl, solo"),
+    (CAPTION, 0, 2, 10, dict(token_warmup_min=2, token_warmup_step=4), "1girl, solo, red hair, smile"),
+    (CAPTION, 0, 3, 10, dict(token_warmup_min=1, token_warmup_step=0.5, keep_tokens=1), "1girl, solo, red hair, smile"),
+    (CAPTION, 7, 1, 10, dict(shuffle=True, token_warmup_min=1, token_warmup_step=4, keep_tokens=1), "1girl, solo, red hair"),
+    ("1girl, solo, red hair, smile", 0, 0, 10, dict(prefix="masterpiece,", suffix=", sharp"),
+     "masterpiece, 1girl, solo, red hair, smile , sharp"),
+]
+
+
+@pytest.mark.parametrize("caption,seed,step,total,options,expected", SUBSET_OPTION_CASES)
+def test_subset_caption_options_match_sd_scripts(caption, seed, step, total, options, expected):
+    assert process_caption(caption, epoch=1, rng=random.Random(seed), step=step, total_steps=total, **options) == expected
+
+
+def test_token_warm_up_ends_at_its_step():
+    full = process_caption(CAPTION, epoch=1, rng=random.Random(0), token_warmup_step=4, step=4, total_steps=10)
+    assert full == CAPTION  # from step 4 on every tag is used
+    # a share below 1 counts from the run's steps: 0.5 of 10 steps ends at step 5
+    assert process_caption(CAPTION, epoch=1, rng=random.Random(0), token_warmup_step=0.5, step=4, total_steps=10) != CAPTION
+    assert process_caption(CAPTION, epoch=1, rng=random.Random(0), token_warmup_step=0.5, step=5, total_steps=10) == CAPTION
+
+
+def test_apply_rules_is_process_caption_with_a_folders_options():
+    rules = CaptionRules(shuffle=True, keep_tokens=1, prefix="photo of")
+    assert apply_rules(CAPTION, rules, epoch=1, rng=random.Random(3)) == process_caption(
+        CAPTION, epoch=1, rng=random.Random(3), shuffle=True, keep_tokens=1, prefix="photo of"
+    )
+    assert rules.changes_per_use and not CaptionRules(prefix="x", secondary_separator="::").changes_per_use
+
+
+def test_read_caption_all_lines_for_wildcards(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text(" first, a \n\n second {x|y} \n", encoding="utf-8")
+    assert read_caption(path) == "first, a"
+    assert read_caption(path, all_lines=True) == "first, a\nsecond {x|y}"

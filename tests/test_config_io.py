@@ -209,7 +209,7 @@ def test_custom_skip_with_lets_names_paths_and_sections(tmp_path):
 def test_empty_model_path_can_be_skipped(tmp_path):
     path = tmp_path / "lets.json"
     path.write_text(json.dumps({"base_model": "", "img_folder": "/img", "net_dim": 8}), encoding="utf-8")
-    with pytest.raises(ConfigError, match="base_model is empty"):
+    with pytest.raises(ConfigError, match="base_model: is empty"):
         load_config(path)
     assert load_config(path, skip=["model.base_model"]).network.dim == 8
 

@@ -187,8 +187,8 @@ def train(cfg: TrainConfig, checkpoint: Checkpoint, *, text_cache_allowed: bool 
         probe.attach(session)
         return session
 
-    def batch_captions(inputs, batch, epoch, rng):
-        captions = original_captions(inputs, batch, epoch, rng)
+    def batch_captions(inputs, batch, epoch, rng, *step):
+        captions = original_captions(inputs, batch, epoch, rng, *step)
         probe.batches.append(batch)
         probe.captions.append(captions)
         return captions

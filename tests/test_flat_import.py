@@ -12,7 +12,7 @@ from engine.config.flat_import import (
     IGNORED_KEYS,
     SESSION_KEYS,
     SPECIAL_KEYS,
-    UNSUPPORTED_KEYS,
+    NOT_OFFERED,
     flat_key_paths,
     flat_to_nested,
     is_flat_config,
@@ -47,7 +47,7 @@ def test_every_target_is_a_config_field():
 
 
 def test_each_key_is_in_one_table_only():
-    tables = [set(FLAT_KEYS), set(SPECIAL_KEYS), set(SESSION_KEYS), set(IGNORED_KEYS), set(UNSUPPORTED_KEYS)]
+    tables = [set(FLAT_KEYS), set(SPECIAL_KEYS), set(SESSION_KEYS), set(IGNORED_KEYS), set(NOT_OFFERED)]
     for i, a in enumerate(tables):
         for b in tables[i + 1 :]:
             assert not a & b
@@ -130,7 +130,8 @@ def test_lets_2023_popup_file():
         "sample_every_n_epochs": 1,  # from LETS' misspelt sample_every_n_epoch
     }
     assert n["model"]["max_token_length"] == 225
-    assert {"list_of_json_to_run", "save_json_only", "token_warmup_min", "dataset_config"} <= set(out.dropped)
+    assert {"list_of_json_to_run", "save_json_only"} <= set(out.dropped)
+    assert "token_warmup_min" not in out.nested["dataset"]  # null: the default applies
 
 
 def test_lyco_without_conv_dim_is_plain_lora():
@@ -149,7 +150,7 @@ def test_network_args_forms():
     as_text = nested({"network_args": "conv_dim=4 conv_alpha=2"})["network"]
     assert as_text["type"] == "locon" and as_text["conv_dim"] == "4"
     assert "not key=value" in error_of({"network_args": ["conv_dim"]})
-    assert "'unit' is not offered" in error_of({"network_args": {"unit": 4}})
+    assert "DyLoRA networks, which lora-wizard does not offer" in error_of({"network_args": {"unit": 4}})
 
 
 def test_network_module():
@@ -165,13 +166,13 @@ def test_kohya_gui_file():
     out = flat_to_nested(fixture("kohya_gui_sd15.json"), "x")
     n = out.nested
     assert n["model"]["base_model"] == "C:/sd/models/v1-5-pruned-emaonly.safetensors"
-    assert n["model"]["max_token_length"] == 75 and n["model"]["attention"] == "sdpa"
+    assert n["model"]["max_token_length"] == 75 and n["model"]["attention"] == "xformers"  # the GUI passed --xformers
     assert n["dataset"]["resolution"] == [768, 512]  # max_resolution "768,512"
     assert n["dataset"]["caption_extension"] == ".caption"  # "" is sd-scripts' default
     assert n["optim"]["lr_warmup_ratio"] == 0.1  # lr_warmup is a percentage
     assert n["optim"]["optimizer"] == "AdamW8bit"
     assert n["optim"]["optimizer_args"] == {"weight_decay": "0.05", "betas": "0.9,0.99"}
-    assert n["training"]["epochs"] == "4"  # strings are left for the config to coerce
+    assert n["training"]["epochs"] == 4
     assert "seed" not in n["training"]  # "" is "not set"
     assert "min_snr_gamma" not in n["training"]  # 0 is the GUI's "off"
     assert "vae_batch_size" not in n["dataset"]
@@ -221,7 +222,7 @@ def test_noise_without_type_switch():
         ({"save_precision": "32"}, ("saving", "save_precision"), "float"),
         ({"save_every_n_epochs": "0"}, ("saving",), None),
         ({"resolution": "640"}, ("dataset", "resolution"), 640),
-        ({"LoRA_type": "LyCORIS/LoHa"}, ("network", "type"), "loha"),
+        ({"LoRA_type": "LyCORIS/LoHa", "learning_rate": 1e-4}, ("network", "type"), "loha"),
         ({"clip_skip": None}, ("model", "clip_skip"), 1),
         ({"block_dims": "2,4,4"}, ("network", "block_dims"), [2, 4, 4]),
         ({"down_lr_weight": "sine+.5"}, ("network", "down_lr_weight"), "sine+.5"),
@@ -242,15 +243,18 @@ def test_value_conversions(raw, path, value):
 
 def test_unknown_key_suggests_the_close_one():
     message = error_of({"net_dimm": 32, "learnig_rate": 1e-4})
-    assert "unknown key 'net_dimm'" in message and "net_dim" in message
-    assert "learning_rate" in message and "test.json" in message
+    assert "net_dimm = 32: unknown key; did you mean net_dim" in message
+    assert "learnig_rate = 0.0001: unknown key; did you mean learning_rate" in message and "test.json" in message
 
 
 def test_unsupported_option_is_refused_only_when_on():
-    assert "token warm-up" in error_of({"token_warmup_step": 0.5})
-    assert "only TensorBoard" in error_of({"log_with": "wandb"})
-    out = flat_to_nested({"log_with": "tensorboard", "use_cp": False, "factor": -1}, "x")
-    assert set(out.dropped) == {"log_with", "use_cp", "factor"}
+    assert 'masked_loss = true: turns on masked loss, which lora-wizard does not offer' in error_of({"masked_loss": True})
+    assert "Weights & Biases logging" in error_of({"log_with": "wandb"})
+    out = flat_to_nested({"log_with": "tensorboard", "masked_loss": False, "use_cp": True, "factor": 6}, "x")
+    assert [n for n in out.notes if "off values" in n] == [
+        "left out at their off values (options lora-wizard does not offer): log_with, masked_loss"
+    ]
+    assert set(out.dropped) == {"use_cp", "factor"}  # LoKr knobs, without a LoKr network: never passed on
 
 
 def test_two_keys_for_one_field_must_agree():
@@ -261,10 +265,10 @@ def test_two_keys_for_one_field_must_agree():
 
 def test_an_empty_required_path_is_an_error_not_the_demo_model():
     message = error_of({"base_model": "", "img_folder": None})
-    assert "base_model is empty" in message and "img_folder is empty" in message
+    assert "base_model: is empty" in message and "img_folder: is empty" in message
 
 
 def test_unreadable_values_are_config_errors():
-    assert "lr_warmup='ten'" in error_of({"lr_warmup": "ten"})
+    assert 'lr_warmup = "ten": cannot be read' in error_of({"lr_warmup": "ten"})
     assert "not a resolution" in error_of({"max_resolution": "512x512"})
-    assert "unet_only and text_only" in error_of({"unet_only": True, "text_only": True})
+    assert "neither the U-Net nor the text encoder" in error_of({"unet_only": True, "text_only": True})

@@ -39,7 +39,11 @@ def lrs_over_run(scheduler, steps=TOTAL + 3):
     return seen
 
 
-@pytest.mark.parametrize("kind", list(LrScheduler))
+# the adafactor schedule is Adafactor's own step size, not a multiplier (tested at the end)
+MULTIPLIERS = [kind for kind in LrScheduler if kind != LrScheduler.ADAFACTOR]
+
+
+@pytest.mark.parametrize("kind", MULTIPLIERS)
 def test_every_schedule_equals_diffusers(kind):
     warmup = 0 if kind == LrScheduler.CONSTANT else WARMUP
     ours = make_lambda_scheduler(
@@ -66,7 +70,7 @@ TRANSFORMERS_LRS = {
 }
 
 
-@pytest.mark.parametrize("kind", list(LrScheduler))
+@pytest.mark.parametrize("kind", MULTIPLIERS)
 def test_every_schedule_equals_transformers_values(kind):
     warmup = 0 if kind == LrScheduler.CONSTANT else WARMUP
     ours = make_lambda_scheduler(
@@ -173,3 +177,24 @@ def test_polynomial_lr_end_from_scheduler_args():
 
     assert "takes lr_end" in problems({"lr_scheduler": "polynomial", "lr_scheduler_args": {"power_x": 2}})
     assert "takes no extra arguments" in problems({"lr_scheduler_args": {"lr_end": 1e-6}})
+
+
+def test_the_adafactor_schedule_reports_adafactors_own_step_size():
+    """sd-scripts' "adafactor" scheduler: Adafactor with relative_step sets its own rate (transformers'
+    `_get_lr`: min(1e-2, 1/sqrt(step)) without parameter scaling); the schedule only reports it."""
+    from engine.config.schema import Optimizer
+    from engine.run.optim import build_optimizer
+
+    weight = torch.nn.Parameter(torch.ones(4, 4))
+    groups = [{"params": [weight], "lr": 1e-3, "name": "unet"}]
+    args = {"relative_step": "True", "scale_parameter": "False"}
+    optimizer = build_optimizer(Optimizer.ADAFACTOR, groups, args, lr=1.0)
+    scheduler = make_lambda_scheduler(optimizer, scheduler=LrScheduler.ADAFACTOR, total_steps=10)
+    assert scheduler.get_last_lr() == [1.0]  # the configured rate, before the first step
+    for step in range(1, 4):
+        (weight**2).sum().backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        assert scheduler.get_last_lr() == [pytest.approx(min(1e-2, 1 / step**0.5))]
+    assert lr_multiplier(5, 10, 0, LrScheduler.ADAFACTOR) == 1.0

@@ -257,3 +257,20 @@ def test_a_lora_given_as_the_vae(tmp_path, capsys):
     lora = write_checkpoint(tmp_path / "style.safetensors", {"lora_unet_x.lora_down.weight": (4, 8)})
     path = config_file(tmp_path, model={"vae": str(lora)})
     refused(capsys, path, "model.vae", "is not a VAE")
+
+
+def test_the_adafactor_schedule_and_adafactors_relative_step_go_together():
+    def errors(optim):
+        return [str(p) for p in check(TrainConfig.model_validate({"optim": optim})) if p.level == Level.ERROR]
+
+    assert any("needs optim.optimizer=AdaFactor" in e for e in errors({"lr_scheduler": "adafactor"}))
+    relative = {"optimizer": "AdaFactor", "optimizer_args": {"relative_step": True}}
+    assert any("the cosine schedule would do nothing" in e for e in errors({**relative, "lr_scheduler": "cosine"}))
+    assert errors({**relative, "lr_scheduler": "adafactor"}) == []
+    assert any("has no warmup" in e for e in errors({**relative, "lr_scheduler": "adafactor", "lr_warmup_steps": 10}))
+
+
+def test_both_epoch_limits_warn_which_one_trains():
+    cfg = TrainConfig.model_validate({"training": {"max_train_epochs": 3, "max_steps": 40}})
+    [warning] = lines(cfg, level=Level.WARNING)
+    assert "training.max_train_epochs = 3: is overridden by training.max_steps (40)" in warning

@@ -1,4 +1,4 @@
-"""The command line: the wizard, `demo`, `replay`, `queue` and `dataset`, with exit codes a script can trust.
+"""The command line: the wizard, `demo`, `replay`, `queue`, `export` and `dataset`, with exit codes a script can trust.
 
     0  every run trained          1  a run failed while training
     2  bad input (config, path, dataset), reported before any training starts
@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
             "Too little free disk for the valid runs still refuses the whole queue"
         ),
     )
+    export = sub.add_parser(
+        "export", help="write a config as sd-scripts files: training TOML, dataset TOML and the command that trains it"
+    )
+    export.add_argument("config", type=Path, help="the config to export (JSON or TOML, any format that loads)")
+    export.add_argument("--to", choices=["sd-scripts"], required=True, help="the tool to write files for")
+    export.add_argument("folder", type=Path, help="where the files go (never over an existing file)")
     # `dataset` parses its own arguments (wizard/dataset_cmd.py): its first word may be a command
     # (tag, caption, clean, edit) or the folder to view, which argparse sub-commands cannot express
     sub.add_parser("dataset", help="see, tag, caption and clean a dataset: `dataset --help`", add_help=False)
@@ -86,6 +92,8 @@ def main(argv: list[str] | None = None, *, trainer=None) -> int:
             return _interactive(console, trainer)
         if args.command == "queue":
             return _queue(console, args, trainer)
+        if args.command == "export":
+            return _export(console, args)
         runs = _collect_runs(args)
         return _train_runs(console, runs, trainer, dry_run=getattr(args, "dry_run", False))
     except LoraWizardError as exc:
@@ -105,6 +113,20 @@ def _collect_runs(args) -> list[tuple[str, object]]:
     if args.command == "demo":
         return [("demo", demo_config(args.output))]
     return load_one(args.config, args.output)
+
+
+def _export(console: Console, args) -> int:
+    from engine.config.export_files import export_config
+    from engine.config.io import load_config
+
+    done = export_config(load_config(args.config), args.folder, args.config.stem)
+    for path in (done.training_toml, done.dataset_toml, done.prompts):
+        if path is not None:
+            console.print(f"wrote {escape(str(path))}", highlight=False)
+    for note in done.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    console.print(f"train it with sd-scripts (from its folder):\n{escape(done.command)}", highlight=False)
+    return Outcome.OK
 
 
 def _interactive(console: Console, trainer) -> int:

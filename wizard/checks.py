@@ -94,6 +94,7 @@ def check_output_folder(value: Any) -> None:
 
 
 def check_json_file(value: Any) -> None:
+    """A config file the loader reads: JSON, or an sd-scripts/LETS TOML."""
     check_file(value)
-    if Path(value).suffix.lower() != ".json":
+    if Path(value).suffix.lower() not in (".json", ".toml"):
         raise AnswerError("not_json", path=str(value))

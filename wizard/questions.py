@@ -290,8 +290,8 @@ def is_polynomial(draft: Draft) -> bool:
 
 
 def scheduler_has_warmup(draft: Draft) -> bool:
-    # constant ignores warmup steps (the config refuses the pair), so the question is not offered
-    return draft.value("optim.lr_scheduler") != LrScheduler.CONSTANT
+    # constant and adafactor have no warmup (the config refuses the pair), so the question is not offered
+    return draft.value("optim.lr_scheduler") not in (LrScheduler.CONSTANT, LrScheduler.ADAFACTOR)
 
 
 def wants_warmup(draft: Draft) -> bool:
@@ -475,7 +475,8 @@ LETS_QUESTIONS: tuple[Question, ...] = (
       confirm=learning_rate_far_off("optim.learning_rate")),
     Q("optim.text_encoder_lr", Kind.FLOAT, optional=True, confirm=learning_rate_far_off("optim.text_encoder_lr")),
     Q("optim.unet_lr", Kind.FLOAT, optional=True, confirm=learning_rate_far_off("optim.unet_lr")),
-    Q("optim.lr_scheduler", Kind.SELECT, choices=tuple(LrScheduler)),
+    # the adafactor schedule needs Adafactor's relative_step argument, which the wizard does not ask
+    Q("optim.lr_scheduler", Kind.SELECT, choices=tuple(s for s in LrScheduler if s != LrScheduler.ADAFACTOR)),
     Q("optim.lr_scheduler_num_cycles", Kind.INT, when=uses_restarts),
     Q("optim.lr_scheduler_power", Kind.FLOAT, when=is_polynomial),
     Q(f"{ASK}save_every", Kind.CONFIRM, propose=is_set_in_base("saving.save_every_n_epochs")),

@@ -90,11 +90,12 @@ def path_rules(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
     are read (not only looked at) by preflight's model and dataset checks."""
     if facts is None or not facts.paths:
         return
+    prompts = cfg.sampling.sample_prompts
     for where, value, kind in (
         ("model.vae", cfg.model.vae, "file"),
         ("network.network_weights", cfg.network.network_weights, "file"),
         ("saving.resume", cfg.saving.resume, "folder"),
-        ("sampling.sample_prompts", cfg.sampling.sample_prompts, "file"),
+        ("sampling.sample_prompts", None if isinstance(prompts, list) else prompts, "file"),  # a list holds the prompts
     ):
         path = None if value is None else Path(value).expanduser()
         if path is not None and not (path.is_file() if kind == "file" else path.is_dir()):

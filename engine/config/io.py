@@ -10,28 +10,26 @@ field, the value and the fix; a user never sees a traceback for a bad file.
 from __future__ import annotations
 
 import copy
-import difflib
-import enum
 import json
-import types
-import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from annotated_types import Ge, Gt, Le, Lt
 from pydantic import ValidationError
 
 from engine.config import rules
-from engine.config.flat_import import (
-    FLAT_KEYS,
-    SESSION_KEYS,
-    flat_key_paths,
-    flat_to_nested,
-    is_flat_config,
+from engine.config.field_messages import (
+    _dotted,
+    _suggest,
+    describe_field,
+    field_problem,
+    field_problems,
 )
+from engine.config.flat_import import SESSION_KEYS, flat_key_paths, flat_to_nested, is_flat_config
+from engine.config.sources import SourceFormat, json_format
+from engine.config.toml_import import FlatFile, read_toml_config, with_dataset_config
 from engine.config.schema import (
     CONFIG_VERSION,
     DEMO_MODEL,
@@ -39,11 +37,15 @@ from engine.config.schema import (
     SECTIONS,
     TrainConfig,
     field_paths,
-    section_model,
 )
 from engine.errors import ConfigError, OutputExistsError
 from engine.fileio import atomic_write_text, next_free_path
 from engine.problems import Problem, errors, render
+
+__all__ = [
+    "DEFAULT_SKIP", "MIGRATIONS", "LoadedConfig", "config_from_dict", "describe_field", "dump_config", "field_problem",
+    "load_config", "migrate", "read_config", "save_config", "skip_paths_for", "validate", "validated",
+]
 
 Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -52,8 +54,15 @@ def _v0_to_v1(data: dict[str, Any]) -> dict[str, Any]:
     """Version 0 is anything written before configs carried a version: a flat LETS/kohya_ss file
     is mapped onto the sections; a nested file already has the v1 layout and only gets the stamp."""
     body = {key: value for key, value in data.items() if key != "version"}
-    nested = flat_to_nested(body).nested if is_flat_config(body) else body
-    return {**nested, "version": 1}
+    if not is_flat_config(body):
+        return {**body, "version": 1}
+    imported = flat_to_nested(body)
+    if imported.dataset_config:
+        raise ConfigError(
+            f"dataset_config = {imported.dataset_config!r}: a dataset TOML is read when the config is loaded "
+            "from its file (its path is relative to that file); load the file with load_config"
+        )
+    return {**imported.nested, "version": 1}
 
 
 #: version a file was written with -> function that returns the same config one version later
@@ -73,8 +82,9 @@ DEFAULT_SKIP: tuple[str, ...] = (
 @dataclass(frozen=True)
 class LoadedConfig:
     config: TrainConfig
-    source_version: int  # the version the file was written with (0: flat LETS/kohya or unversioned)
+    source_version: int  # the version the file was written with (0: flat LETS/kohya, TOML or unversioned)
     notes: tuple[str, ...] = ()  # keys an import left out, and why
+    source_format: SourceFormat | None = None  # the tool that wrote an imported file (None: ours)
 
 
 # ----------------------------------------------------------------------------------------- load
@@ -90,9 +100,21 @@ def load_config(path: Path, skip: Iterable[str] | None = None) -> TrainConfig:
 
 
 def read_config(path: Path, skip: Iterable[str] | None = None) -> LoadedConfig:
-    """`load_config`, plus the version the file had and the import notes (for the wizard to show)."""
+    """`load_config`, plus the version the file had and the import notes (for the wizard to show).
+
+    A `.toml` file is an sd-scripts training TOML or a LETS TOML; a flat JSON file a LETS or kohya_ss
+    GUI file; either may name a dataset TOML (`dataset_config`), read relative to the file.
+    """
     path = Path(path)
-    return _build(_read_json(path), str(path), skip, from_file=True)
+    if path.suffix.lower() == ".toml":
+        return _build_flat(read_toml_config(path), str(path), skip)
+    data = _read_json(path)
+    if _version_of(data, str(path)) == 0 and is_flat_config(data):
+        flat_file = FlatFile(data, json_format(data))
+        if data.get("dataset_config"):
+            flat_file = with_dataset_config(flat_file, path.parent, str(path))
+        return _build_flat(flat_file, str(path), skip)
+    return _build(data, str(path), skip, from_file=True)
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>", skip: Iterable[str] | None = None) -> TrainConfig:
@@ -105,26 +127,66 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", skip: Itera
 def _build(data: dict[str, Any], source: str, skip: Iterable[str] | None, *, from_file: bool = False) -> LoadedConfig:
     skip_paths = skip_paths_for(skip or ())
     version = _version_of(data, source)
-    notes: list[str] = []
     if version == 0 and is_flat_config(data):
-        data = {key: value for key, value in data.items() if not _skipped_flat_key(key, skip_paths)}
-        # Mapped here once for its notes and its errors (which name the file); MIGRATIONS[0] below
-        # repeats the same pure mapping.
-        imported = flat_to_nested(data, source)
-        notes = [f"{source}: {note}" for note in imported.notes]
-        if imported.dropped:
-            notes.append(f"{source}: left out (session settings, or options the file leaves off): "
-                         + ", ".join(imported.dropped))
+        return _build_flat(FlatFile(data, json_format(data)), source, skip, from_file=from_file)
     try:
         data = migrate(data)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    return _finish(data, source, skip_paths, version, [], from_file=from_file)
+
+
+def _build_flat(flat_file: FlatFile, source: str, skip: Iterable[str] | None, *, from_file: bool = True) -> LoadedConfig:
+    """A flat file (LETS/GUI JSON, sd-scripts/LETS TOML) mapped onto the sections, stamped with
+    the current version, and checked like any other config."""
+    skip_paths = skip_paths_for(skip or ())
+    flat = {key: value for key, value in flat_file.flat.items() if not _skipped_flat_key(key, skip_paths)}
+    imported = flat_to_nested(flat, source, flat_file.source_format)
+    if imported.dataset_config:  # an in-memory dict cannot say where a relative TOML path starts
+        raise ConfigError(f"{source}: dataset_config = {imported.dataset_config!r} can only be read from a config file")
+    nested: dict[str, Any] = imported.nested
+    if flat_file.subsets is not None and "dataset.subsets" not in skip_paths:
+        dataset = nested.setdefault("dataset", {})
+        dataset["subsets"] = flat_file.subsets
+        dataset.pop("reg_img_folder", None)
+        dataset["img_folder"] = None
+    extra: list[Problem] = []
+    known = set(field_paths())
+    for path, value in flat_file.own.items():  # lora-wizard's own settings, by field name: they win
+        if path not in known:
+            extra.append(Problem(f"[lora_wizard] {path}", "is not a config field", _suggest(path) or "remove it", value))
+            continue
+        section, name = path.split(".")
+        nested.setdefault(section, {})[name] = value
+    notes = [f"{source}: {note}" for note in (*flat_file.notes, *imported.notes)]
+    if imported.dropped:
+        notes.append(f"{source}: left out (session settings, or values the file's own settings leave unused): "
+                     + ", ".join(imported.dropped))
+    if flat_file.source_format != SourceFormat.LETS_JSON and "resolution" not in nested.get("dataset", {}):
+        extra.append(Problem("dataset.resolution", "the file gives no resolution (sd-scripts refuses to train without one)",
+                             "set resolution, e.g. 512 or 1024"))
+    return _finish({**nested, "version": CONFIG_VERSION}, source, skip_paths, 0, notes, from_file=from_file,
+                   extra=extra, source_format=flat_file.source_format)
+
+
+def _finish(
+    data: dict[str, Any],
+    source: str,
+    skip_paths: frozenset[str],
+    version: int,
+    notes: list[str],
+    *,
+    from_file: bool,
+    extra: list[Problem] | None = None,
+    source_format: SourceFormat | None = None,
+) -> LoadedConfig:
     _drop_paths(data, skip_paths)
     unnamed = unnamed_inputs(data, skip_paths) if from_file else []
     cfg, problems = validated(data)
-    if unnamed or problems:
-        raise ConfigError(problems_text(unnamed + problems, source))
-    return LoadedConfig(cfg, version, tuple(notes))  # type: ignore[arg-type]
+    problems = unnamed + (extra or []) + problems
+    if problems:
+        raise ConfigError(problems_text(problems, source))
+    return LoadedConfig(cfg, version, tuple(notes), source_format)  # type: ignore[arg-type]
 
 
 #: what a config file must name itself: their defaults are the built-in demo model and sample
@@ -147,7 +209,8 @@ def unnamed_inputs(data: dict[str, Any], skip_paths: frozenset[str]) -> list[Pro
         if path in skip_paths or section in skip_paths:
             continue
         holder = data.get(section)
-        if not isinstance(holder, dict) or holder.get(name) is None:
+        listed = isinstance(holder, dict) and path == "dataset.img_folder" and bool(holder.get("subsets"))
+        if not listed and (not isinstance(holder, dict) or holder.get(name) is None):
             problems.append(Problem(path, "the file does not name it", fix))
     return problems
 
@@ -166,9 +229,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)
     except json.JSONDecodeError as exc:
-        hint = " (LETS' later TOML files are not read; use a JSON config)" if path.suffix.lower() == ".toml" else ""
         raise ConfigError(
-            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix the file there{hint}"
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix the file there"
         ) from None
     except _BadJson as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -292,7 +354,7 @@ def validated(data: dict[str, Any]) -> tuple[TrainConfig | None, list[Problem]]:
         cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
         problems = field_problems(exc, data)
-        bad = {p.where for p in problems}
+        bad = {p.where for p in problems} | {_dotted(tuple(e["loc"][:2])) for e in exc.errors()}
         rest = _without(data, [tuple(e["loc"][:2]) for e in exc.errors()])
         try:
             partial = TrainConfig.model_validate(rest)
@@ -321,107 +383,6 @@ def _without(data: dict[str, Any], locs: list[tuple[Any, ...]]) -> dict[str, Any
         else:
             section.pop(loc[1], None)
     return out
-
-
-def field_problems(exc: ValidationError, data: dict[str, Any]) -> list[Problem]:
-    """One problem per field pydantic refused (the members of a union merged into one)."""
-    by_field: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for error in exc.errors():
-        by_field.setdefault(tuple(error["loc"][:2]), []).append(error)
-    problems: list[Problem] = []
-    for loc, errs in by_field.items():
-        paths = {_dotted(e["loc"]) for e in errs}
-        if len(paths) == 1:
-            problems.append(field_problem(paths.pop(), errs[0].get("input"), errs))
-        else:  # the members of a union complain about different parts: show the whole field
-            problems.append(field_problem(_dotted(loc), _lookup(data, loc), errs))
-    return problems
-
-
-def _lookup(data: dict[str, Any], loc: tuple[Any, ...]) -> Any:
-    value: Any = data
-    for key in loc:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    """('dataset', 'resolution', 'tuple[int, int]', 0) -> 'dataset.resolution[0]'."""
-    parts = [str(loc[0])]
-    if len(loc) > 1:
-        parts.append(f".{loc[1]}")
-    for item in loc[2:]:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")  # string items are pydantic's names of union members
-    return "".join(parts)
-
-
-def field_problem(path: str, value: Any, errs: list[dict[str, Any]]) -> Problem:
-    """A field pydantic refused: the value as written, what is wrong, and what it accepts."""
-    if errs[0]["type"] == "extra_forbidden":
-        return Problem(path, "unknown key", _suggest(path) or "remove it", value)
-    if all(e["type"] in ("enum", "literal_error") for e in errs):
-        return Problem(path, "not one of the choices", f"use {describe_field(path)}", value)
-    what = " or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errs))
-    if any(e["type"] == "value_error" for e in errs):
-        return Problem(path, what, "", value)  # our validators' messages already say what to write
-    if errs[0]["type"] == "missing":
-        return Problem(path, "missing", f"give {describe_field(path)}")
-    return Problem(path, what, f"use {describe_field(path)}", value)
-
-
-def _suggest(path: str) -> str:
-    """'did you mean ...?' for an unknown key: close spellings, the same name in another section,
-    and the config name of a LETS/kohya key."""
-    name = path.rsplit(".", 1)[-1]
-    known = field_paths()
-    leaves = {p.rsplit(".", 1)[-1] for p in known}
-    close = [FLAT_KEYS[name].path] if name in FLAT_KEYS else []
-    close += difflib.get_close_matches(path, known + list(SECTIONS), n=3, cutoff=0.8)
-    close += [p for leaf in difflib.get_close_matches(name, leaves, n=2, cutoff=0.75) for p in known if p.endswith("." + leaf)]
-    close = list(dict.fromkeys(close))[:3]
-    return f"did you mean {' or '.join(close)}?" if close else ""
-
-
-def describe_field(path: str) -> str:
-    """What a field accepts, from its type and constraints: 'a whole number >= 1 and <= 1024'."""
-    section, _, rest = path.partition(".")
-    name = rest.split("[", 1)[0]
-    if section not in SECTIONS:
-        return "a field of the config" if section != "version" else f"{CONFIG_VERSION}"
-    if not name:
-        return f"an object with the {section} fields"
-    info = section_model(section).model_fields.get(name)
-    if info is None:
-        return "a known field"
-    bounds = [f"{sign} {getattr(item, attr)}" for item in info.metadata for kind, sign, attr in _BOUNDS if isinstance(item, kind)]
-    text = _describe_type(info.annotation)
-    if bounds:
-        text += " " + " and ".join(bounds)
-    return text + (f" ({info.description})" if info.description else "")
-
-
-_BOUNDS = ((Ge, ">=", "ge"), (Gt, ">", "gt"), (Le, "<=", "le"), (Lt, "<", "lt"))
-
-
-def _describe_type(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        parts = [_describe_type(a) for a in args if a is not type(None)]
-        return " or ".join(parts) + (", or null" if type(None) in args else "")
-    if origin is typing.Literal:
-        return "one of " + ", ".join(json.dumps(a) for a in args)
-    if origin is list:
-        return "a list of " + {int: "whole numbers", float: "numbers"}.get(args[0], _describe_type(args[0]))
-    if origin is tuple:
-        return "[width, height]" if args == (int, int) else "a list"
-    if origin is dict:
-        return "an object of name: value pairs"
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return "one of " + ", ".join(json.dumps(m.value) for m in annotation)
-    names = {bool: "true or false", int: "a whole number", float: "a number", str: "text", Path: "a path"}
-    return names.get(annotation, str(annotation))
 
 
 # ----------------------------------------------------------------------------------------- save

@@ -18,6 +18,7 @@ Pure: no torch, no model loading; the filesystem rules only look at paths (`Path
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from engine.config.context_rules import machine_rules, path_rules
 from engine.config.defaults import ADAPTIVE, USUAL_LR, suggested_learning_rate
@@ -55,6 +56,7 @@ def check(cfg: TrainConfig, facts: Facts | None = None) -> list[Problem]:
 
 def _dataset(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
     ds = cfg.dataset
+    yield from _folders(ds)
     if ds.cache_latents and (ds.color_aug or ds.random_crop):
         which = " and ".join(n for n in ("color_aug", "random_crop") if getattr(ds, n))
         yield Problem(
@@ -72,7 +74,13 @@ def _dataset(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
             ds.min_bucket_reso,
         )
     width, height = ds.width_height
-    yield from resolution_problems(ds.resolution, ds.bucket_reso_steps)
+    if not ds.enable_bucket:
+        # the resolution is then the one bucket; with buckets it only sets their area (sd-scripts'
+        # make_bucket_resolutions), so any size is fine. An odd bucket trains (sd-scripts has no
+        # such rule either): the U-Net resizes its feature maps where a side does not halve evenly.
+        for problem in resolution_problems(ds.resolution, ds.bucket_reso_steps):
+            yield replace(problem, problem=problem.problem + " (it trains, but the model's grid does not fit it)",
+                          level=Level.WARNING)
     if ds.enable_bucket and not ds.bucket_no_upscale and max(width, height) > ds.max_bucket_reso:
         yield Problem(
             "dataset.max_bucket_reso",
@@ -84,10 +92,32 @@ def _dataset(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
     if family == ModelFamily.SDXL and ds.bucket_reso_steps % 32:
         yield Problem(
             "dataset.bucket_reso_steps",
-            "SDXL needs a multiple of 32 (its UNet halves the latent three times)",
+            "SDXL needs a multiple of 32 (its UNet halves the latent three times; sd-scripts refuses other steps too)",
             "use 32 or 64",
             ds.bucket_reso_steps,
         )
+
+
+def _folders(ds) -> Iterator[Problem]:
+    """The images come from one place: the parent folder of <repeats>_<name> folders, or the list."""
+    if ds.subsets and ds.img_folder is not None:
+        yield Problem(
+            "dataset.img_folder",
+            "and dataset.subsets both name the images",
+            "keep one: the parent folder of <repeats>_<name> folders, or the list of folders (then set img_folder to null)",
+            ds.img_folder,
+        )
+    if ds.subsets and ds.reg_img_folder is not None:
+        yield Problem(
+            "dataset.reg_img_folder",
+            "is not used with dataset.subsets",
+            "list the regularisation folders in dataset.subsets with is_reg: true",
+            str(ds.reg_img_folder),
+        )
+    if not ds.subsets and ds.img_folder is None:
+        yield Problem("dataset.subsets", "no images: neither dataset.img_folder nor dataset.subsets is set", "set one of them")
+    if ds.subsets and all(s.is_reg for s in ds.subsets):
+        yield Problem("dataset.subsets", "lists regularisation folders only", "add a folder of training images (is_reg: false)")
 
 
 def resolution_problems(resolution: int | tuple[int, int], steps: int) -> Iterator[Problem]:
@@ -127,6 +157,8 @@ def _network(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
             "set network_weights or turn it off",
             True,
         )
+    if net.lokr_factor != -1 and net.type != NetworkType.LOKR:
+        yield Problem("network.lokr_factor", "is used by LoKr networks only", "set network.type=lokr or leave it at -1", net.lokr_factor)
     if net.type in (NetworkType.LOHA, NetworkType.LOKR) and net.dropout:
         yield Problem(
             "network.dropout",
@@ -141,13 +173,24 @@ def _network(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
 
 def _optim(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
     opt = cfg.optim
-    if opt.lr_scheduler == LrScheduler.CONSTANT and opt.lr_warmup_ratio > 0:
+    warms = opt.lr_warmup_ratio > 0 or bool(opt.lr_warmup_steps)
+    if opt.lr_warmup_ratio > 0 and opt.lr_warmup_steps is not None:
+        yield Problem(
+            "optim.lr_warmup_steps",
+            f"and optim.lr_warmup_ratio ({opt.lr_warmup_ratio:g}) both set the warm-up",
+            "keep one: a number of steps, or a share of the steps",
+            opt.lr_warmup_steps,
+        )
+    if opt.lr_scheduler in (LrScheduler.CONSTANT, LrScheduler.ADAFACTOR) and warms:
         yield Problem(
             "optim.lr_scheduler",
             "has no warmup",
-            "use constant_with_warmup, or set optim.lr_warmup_ratio to 0",
+            "use constant_with_warmup, or set the warm-up (optim.lr_warmup_ratio / lr_warmup_steps) to 0"
+            if opt.lr_scheduler == LrScheduler.CONSTANT
+            else "set the warm-up to 0 (Adafactor's own step size warms up with warmup_init=True)",
             opt.lr_scheduler,
         )
+    yield from _adafactor(opt)
     allowed = {"lr_end"} if opt.lr_scheduler == LrScheduler.POLYNOMIAL else set()
     for key, value in opt.lr_scheduler_args.items():
         where = f"optim.lr_scheduler_args.{key}"
@@ -175,6 +218,27 @@ def _optim(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
         yield Problem("optim.full_bf16", "needs optim.mixed_precision=bf16", "set it, or turn full_bf16 off", True)
 
 
+def _adafactor(opt) -> Iterator[Problem]:
+    """The adafactor schedule is Adafactor's own step size (relative_step=True); with it the
+    optimizer ignores any other schedule (sd-scripts switches to it then, train_util.get_optimizer)."""
+    relative = opt.optimizer == Optimizer.ADAFACTOR and str(opt.optimizer_args.get("relative_step", False)).lower() == "true"
+    if opt.lr_scheduler == LrScheduler.ADAFACTOR and not relative:
+        yield Problem(
+            "optim.lr_scheduler",
+            "the adafactor schedule is Adafactor's own step size: it needs optim.optimizer=AdaFactor with "
+            "optim.optimizer_args relative_step=true",
+            "set both, or pick another schedule",
+            opt.lr_scheduler,
+        )
+    if relative and opt.lr_scheduler != LrScheduler.ADAFACTOR:
+        yield Problem(
+            "optim.optimizer_args.relative_step",
+            f"makes Adafactor set its own step size, so the {opt.lr_scheduler.value} schedule would do nothing",
+            "set optim.lr_scheduler=adafactor, or relative_step=false for a fixed learning rate",
+            True,
+        )
+
+
 def learning_rate_problems(
     optimizer: Optimizer, learning_rate: float, unet_lr: float | None = None, text_encoder_lr: float | None = None
 ) -> Iterator[Problem]:
@@ -196,6 +260,14 @@ def learning_rate_problems(
 
 def _training(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
     tr = cfg.training
+    if tr.max_steps and tr.max_train_epochs:
+        yield Problem(
+            "training.max_train_epochs",
+            f"is overridden by training.max_steps ({tr.max_steps}): a config trains its step count when it has one",
+            "clear one of them (sd-scripts would train the epochs)",
+            tr.max_train_epochs,
+            Level.WARNING,
+        )
     if tr.min_timestep >= tr.max_timestep:
         yield Problem(
             "training.min_timestep",
@@ -263,15 +335,17 @@ def _sampling(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:
         yield Problem(
             "sampling.sample_prompts",
             "sampling.sample_every_n_* is set but there are no prompts",
-            "give a text file of prompts, or clear sample_every_n_*",
+            "give a text file of prompts (or a list of prompt lines), or clear sample_every_n_*",
         )
     if sp.sample_prompts is not None and not (sp.sample_every_n_epochs or sp.sample_every_n_steps):
         yield Problem(
             "sampling.sample_prompts",
             "is set but nothing says when to sample",
             "set sample_every_n_epochs or sample_every_n_steps",
-            str(sp.sample_prompts),
+            sp.sample_prompts if isinstance(sp.sample_prompts, list) else str(sp.sample_prompts),
         )
+    if isinstance(sp.sample_prompts, list) and not any(line.strip() for line in sp.sample_prompts):
+        yield Problem("sampling.sample_prompts", "holds no prompt", "give at least one prompt line", sp.sample_prompts)
 
 
 def _model(cfg: TrainConfig, facts: Facts | None) -> Iterator[Problem]:

@@ -9,11 +9,27 @@ and the files it names, are the rulebook's (engine/config/rules.py), which every
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from engine.config.choices import (  # noqa: F401 - re-exported: the config's choices live with it
+    ModelFamily,
+    Attention,
+    NetworkType,
+    TrainOn,
+    Optimizer,
+    LrScheduler,
+    MixedPrecision,
+    SavePrecision,
+    SaveFormat,
+    TagFile,
+    NoiseOffsetType,
+    LossType,
+    HuberSchedule,
+    Sampler,
+)
 
 CONFIG_VERSION = 1
 
@@ -40,103 +56,6 @@ class StrictModel(BaseModel):
         return value
 
 
-class ModelFamily(StrEnum):
-    AUTO = "auto"  # read from the weights' keys
-    SD1 = "sd1"
-    SD2 = "sd2"
-    SDXL = "sdxl"
-
-
-class Attention(StrEnum):
-    SDPA = "sdpa"  # torch scaled_dot_product_attention (flash / memory-efficient kernels)
-    XFORMERS = "xformers"
-    MEM_EFF = "mem_eff"  # sd-scripts' name for the memory-efficient path; SDPA's kernel here
-
-
-class NetworkType(StrEnum):
-    LORA = "lora"
-    LOCON = "locon"
-    LOHA = "loha"
-    LOKR = "lokr"
-
-
-class TrainOn(StrEnum):
-    BOTH = "both"
-    UNET_ONLY = "unet_only"
-    TEXT_ONLY = "text_only"
-
-
-class Optimizer(StrEnum):
-    ADAMW = "AdamW"
-    ADAMW8BIT = "AdamW8bit"
-    LION = "Lion"
-    LION8BIT = "Lion8bit"
-    SGD_NESTEROV = "SGDNesterov"
-    SGD_NESTEROV8BIT = "SGDNesterov8bit"
-    DADAPT_ADAM = "DAdaptAdam"
-    PRODIGY = "Prodigy"
-    ADAFACTOR = "AdaFactor"
-
-
-class LrScheduler(StrEnum):
-    LINEAR = "linear"
-    COSINE = "cosine"
-    COSINE_WITH_RESTARTS = "cosine_with_restarts"
-    POLYNOMIAL = "polynomial"
-    CONSTANT = "constant"
-    CONSTANT_WITH_WARMUP = "constant_with_warmup"
-
-
-class MixedPrecision(StrEnum):
-    NO = "no"
-    FP16 = "fp16"
-    BF16 = "bf16"
-
-
-class SavePrecision(StrEnum):
-    FLOAT = "float"
-    FP16 = "fp16"
-    BF16 = "bf16"
-
-
-class SaveFormat(StrEnum):
-    SAFETENSORS = "safetensors"
-    CKPT = "ckpt"
-    PT = "pt"
-
-
-class TagFile(StrEnum):
-    OFF = "off"
-    BY_COUNT = "by_count"
-    ALPHABETICAL = "alphabetical"
-
-
-class NoiseOffsetType(StrEnum):
-    ORIGINAL = "original"
-    MULTIRES = "multires"
-
-
-class LossType(StrEnum):
-    L2 = "l2"
-    HUBER = "huber"
-    SMOOTH_L1 = "smooth_l1"
-
-
-class HuberSchedule(StrEnum):
-    SNR = "snr"
-    EXPONENTIAL = "exponential"
-    CONSTANT = "constant"
-
-
-class Sampler(StrEnum):
-    DDIM = "ddim"
-    EULER = "euler"
-    EULER_A = "euler_a"
-    DPMSOLVER_PP = "dpmsolver++"
-    K_EULER = "k_euler"
-    K_EULER_A = "k_euler_a"
-
-
 class ModelConfig(StrictModel):
     base_model: str = Field(
         DEMO_MODEL,
@@ -158,13 +77,79 @@ class ModelConfig(StrictModel):
     attention: Attention = Field(Attention.SDPA, description="attention kernel")
 
 
+def _dot_extension(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(".") or len(value) < 2 or "/" in value or "\\" in value:
+        raise ValueError(f"write it with its dot, like '.txt' or '.caption' (got {value!r})")
+    return value
+
+
+def _separator(value: str | None) -> str | None:
+    if value is not None and not value:
+        raise ValueError("a separator cannot be empty text; leave it out (null) for none")
+    return value
+
+
+#: the caption options a dataset sets for all its folders and a subset may set for its own
+#: (sd-scripts' subset options, library/config_util.py: a subset's value, else the dataset's)
+CAPTION_OPTIONS: tuple[str, ...] = (
+    "caption_extension",
+    "shuffle_caption",
+    "keep_tokens",
+    "keep_tokens_separator",
+    "caption_separator",
+    "secondary_separator",
+    "enable_wildcard",
+    "caption_prefix",
+    "caption_suffix",
+    "caption_dropout_rate",
+    "caption_dropout_every_n_epochs",
+    "caption_tag_dropout_rate",
+    "token_warmup_min",
+    "token_warmup_step",
+)
+
+
+class SubsetConfig(StrictModel):
+    """One folder of images (sd-scripts' DreamBooth subset). A caption option left out (null) is
+    the dataset's."""
+
+    image_dir: Path = Field(description="the folder that holds the images (and their caption files)")
+    num_repeats: int = Field(1, ge=1, description="times each image is used per epoch")
+    class_tokens: str | None = Field(None, description="the caption of an image without a caption file")
+    is_reg: bool = Field(False, description="regularisation images (balanced against the training images)")
+    caption_extension: str | None = None
+    shuffle_caption: bool | None = None
+    keep_tokens: int | None = Field(None, ge=0)
+    keep_tokens_separator: str | None = None
+    caption_separator: str | None = None
+    secondary_separator: str | None = None
+    enable_wildcard: bool | None = None
+    caption_prefix: str | None = None
+    caption_suffix: str | None = None
+    caption_dropout_rate: float | None = Field(None, ge=0.0, le=1.0)
+    caption_dropout_every_n_epochs: int | None = Field(None, ge=0)
+    caption_tag_dropout_rate: float | None = Field(None, ge=0.0, le=1.0)
+    token_warmup_min: int | None = Field(None, ge=0)
+    token_warmup_step: float | None = Field(None, ge=0.0)
+
+    _extension = field_validator("caption_extension")(lambda cls, value: _dot_extension(value))
+    _separators = field_validator("keep_tokens_separator", "caption_separator", "secondary_separator")(
+        lambda cls, value: _separator(value)
+    )
+
+
 class DatasetConfig(StrictModel):
-    img_folder: str = Field(
+    img_folder: str | None = Field(
         SAMPLE_DATASET,
         min_length=1,
-        description="parent of the <repeats>_<name> folders, or builtin:sample",
+        description="parent of the <repeats>_<name> folders, or builtin:sample; null when subsets lists the folders",
     )
     reg_img_folder: Path | None = Field(None, description="regularisation images, same layout")
+    subsets: list[SubsetConfig] | None = Field(
+        None, description="the image folders one by one, each with its repeats and caption options (instead of img_folder)"
+    )
     prior_loss_weight: float = Field(1.0, ge=0.0, description="loss weight of regularisation samples")
     caption_extension: str = Field(".txt", description="caption file extension next to each image")
     resolution: int | tuple[int, int] = Field(
@@ -173,13 +158,29 @@ class DatasetConfig(StrictModel):
     enable_bucket: bool = Field(True, description="aspect-ratio bucketing")
     min_bucket_reso: int = Field(320, ge=32)
     max_bucket_reso: int = Field(960, ge=32)
-    bucket_reso_steps: int = Field(64, ge=8, description="step between bucket sides (32 for SDXL)")
+    bucket_reso_steps: int = Field(64, ge=1, description="step between bucket sides (32 for SDXL)")
     bucket_no_upscale: bool = Field(False, description="never upscale an image to reach a bucket")
     shuffle_caption: bool = Field(False, description="shuffle comma-separated tags each time")
     keep_tokens: int = Field(0, ge=0, description="first N tags stay in place when shuffling")
+    keep_tokens_separator: str | None = Field(
+        None, description="tags before it (and after its second occurrence) stay in place, instead of keep_tokens"
+    )
+    caption_separator: str = Field(",", description="what separates the tags of a caption")
+    secondary_separator: str | None = Field(
+        None, description="joins tags that move as one; replaced by caption_separator after shuffling"
+    )
+    enable_wildcard: bool = Field(
+        False, description="{a|b} picks one choice per use; a caption file's lines are alternatives"
+    )
+    caption_prefix: str | None = Field(None, description="text put before every caption")
+    caption_suffix: str | None = Field(None, description="text put after every caption")
     caption_dropout_rate: float = Field(0.0, ge=0.0, le=1.0)
     caption_dropout_every_n_epochs: int = Field(0, ge=0)
     caption_tag_dropout_rate: float = Field(0.0, ge=0.0, le=1.0)
+    token_warmup_min: int = Field(1, ge=0, description="tags used at step 0 of a token warm-up")
+    token_warmup_step: float = Field(
+        0.0, ge=0.0, description="steps until all tags are used (below 1: a share of the total steps); 0 is off"
+    )
     weighted_captions: bool = Field(False, description="(word:1.3) emphasis in captions")
     flip_aug: bool = False
     color_aug: bool = False
@@ -190,12 +191,23 @@ class DatasetConfig(StrictModel):
     max_data_loader_n_workers: int = Field(1, ge=0)
     persistent_data_loader_workers: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _subsets_replace_the_folder(cls, data: Any) -> Any:
+        # a file that lists its folders does not also name the parent folder: img_folder's default
+        # (the sample dataset) must not apply then
+        if isinstance(data, dict) and data.get("subsets") and "img_folder" not in data:
+            return {**data, "img_folder": None}
+        return data
+
     @field_validator("caption_extension")
     @classmethod
     def _dot_extension(cls, value: str) -> str:
-        if not value.startswith(".") or len(value) < 2 or "/" in value or "\\" in value:
-            raise ValueError(f"write it with its dot, like '.txt' or '.caption' (got {value!r})")
-        return value
+        return _dot_extension(value)  # type: ignore[return-value]
+
+    _separators = field_validator("keep_tokens_separator", "caption_separator", "secondary_separator")(
+        lambda cls, value: _separator(value)
+    )
 
     @field_validator("resolution")
     @classmethod
@@ -233,6 +245,16 @@ class NetworkConfig(StrictModel):
     mid_lr_weight: float | list[float] | None = None
     up_lr_weight: str | list[float] | None = None
     block_lr_zero_threshold: float = Field(0.0, ge=0.0)
+    lokr_factor: int = Field(
+        -1, ge=-1, description="LoKr: the size of the small Kronecker factor (-1: LyCORIS' own choice)"
+    )
+
+    @field_validator("lokr_factor")
+    @classmethod
+    def _factor(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("use -1 for LyCORIS' own choice, or a factor of 1 or more")
+        return value
 
 
 class OptimConfig(StrictModel):
@@ -241,12 +263,15 @@ class OptimConfig(StrictModel):
         default_factory=dict, description="extra keyword arguments of the optimizer"
     )
     learning_rate: float = Field(1e-4, gt=0.0)
-    text_encoder_lr: float | None = Field(None, gt=0.0)
-    unet_lr: float | None = Field(None, gt=0.0)
+    text_encoder_lr: float | None = Field(None, description="the text encoders' rate (else learning_rate)")
+    unet_lr: float | None = Field(None, description="the U-Net's rate (else learning_rate)")
     lr_scheduler: LrScheduler = LrScheduler.COSINE_WITH_RESTARTS
     lr_scheduler_num_cycles: int = Field(1, ge=1, description="cycles of cosine_with_restarts")
     lr_scheduler_power: float = Field(1.0, gt=0.0, description="power of polynomial")
     lr_warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="share of steps spent warming up")
+    lr_warmup_steps: int | None = Field(
+        None, ge=0, description="warm-up as a number of steps (sd-scripts' lr_warmup_steps), instead of the ratio"
+    )
     lr_scheduler_args: dict[str, Any] = Field(default_factory=dict)
     max_grad_norm: float = Field(1.0, ge=0.0, description="gradient clipping; 0 turns it off")
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -255,6 +280,18 @@ class OptimConfig(StrictModel):
     full_fp16: bool = False
     full_bf16: bool = False
     scale_weight_norms: float | None = Field(None, gt=0.0, description="max-norm of each module")
+
+    @field_validator("text_encoder_lr", "unet_lr")
+    @classmethod
+    def _positive_part_rate(cls, value: float | None) -> float | None:
+        # sd-scripts and the kohya_ss GUI read 0 as "don't train that part" or "use the other
+        # rate"; here a part is left out with network.train_on, so 0 would be ambiguous
+        if value is not None and value <= 0:
+            raise ValueError(
+                "must be greater than 0; to leave a part untrained set network.train_on, and to use "
+                "learning_rate for it leave this out (null)"
+            )
+        return value
 
 
 class TrainingConfig(StrictModel):
@@ -270,6 +307,9 @@ class TrainingConfig(StrictModel):
     multires_noise_iterations: int = Field(0, ge=0, le=64)
     multires_noise_discount: float = Field(0.3, gt=0.0, le=1.0)
     ip_noise_gamma: float | None = Field(None, ge=0.0)
+    ip_noise_gamma_random_strength: bool = Field(
+        False, description="scale the input perturbation noise by a random factor in [0, 1) per step"
+    )
     min_snr_gamma: float | None = Field(None, gt=0.0)
     min_timestep: int = Field(0, ge=0, le=1000)
     max_timestep: int = Field(1000, ge=1, le=1000)
@@ -320,7 +360,9 @@ class SavingConfig(StrictModel):
 
 
 class SamplingConfig(StrictModel):
-    sample_prompts: Path | None = Field(None, description="a text file, one prompt per line")
+    sample_prompts: Path | list[str] | None = Field(
+        None, description="a text file, one prompt per line, or the prompt lines themselves as a list"
+    )
     sample_sampler: Sampler = Sampler.DDIM
     sample_every_n_epochs: int | None = Field(None, ge=1)
     sample_every_n_steps: int | None = Field(None, ge=1)

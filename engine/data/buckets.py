@@ -62,6 +62,8 @@ class Placement:
     resized: Size
     crop_left: int
     crop_top: int
+    #: BucketChoice.ar_error, for ss_bucket_info's mean_img_ar_error (derived, so not compared)
+    ar_error: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,12 @@ class BucketChooser:
             h_for_w = self._round_to_steps(w_first / aspect)
             h_first = self._round_to_steps(exact_h)
             w_for_h = self._round_to_steps(h_first * aspect)
+            if 0 in (w_first, h_for_w, h_first, w_for_h):
+                raise DatasetError(
+                    f"an image of {image_w}x{image_h} shrunk to the training area is smaller than one bucket "
+                    f"step ({self.reso_steps} px) on a side: raise the resolution, lower bucket_reso_steps, "
+                    "or turn bucket_no_upscale off"
+                )
             if abs(w_first / h_for_w - aspect) < abs(w_for_h / h_first - aspect):
                 resized = (w_first, int(w_first / aspect + 0.5))
             else:
@@ -175,7 +183,7 @@ def select_bucket(
     """Bucket, resized size and crop for one image; pass an rng for random_crop."""
     choice = chooser.choose(image_w, image_h)
     left, top = crop_offsets(choice, rng)
-    return Placement(choice.bucket, choice.resized, left, top)
+    return Placement(choice.bucket, choice.resized, left, top, choice.ar_error)
 
 
 def crop_ltrb_for_sdxl(bucket: Size, original: Size) -> tuple[float, float, float, float]:

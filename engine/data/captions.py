@@ -1,15 +1,19 @@
 """Caption rules: reading, per-use processing, tag counts, weighted-caption parsing, token chunks.
 
-The rules reproduce kohya-ss/sd-scripts so that the same caption, epoch and random state give the
-same text: `BaseDataset.process_caption` and `set_tag_frequency` (library/train_util.py), the
-A1111 attention parser of library/custom_train_functions.py, and the 75-token chunking of
-`TokenizeStrategy._get_input_ids` / `SdTextEncodingStrategy.encode_tokens` (strategy_base.py,
-strategy_sd.py, strategy_sdxl.py). Randomness comes only from the `random.Random` passed in.
+The rules reproduce kohya-ss/sd-scripts so that the same caption, epoch, step and random state
+give the same text: `BaseDataset.process_caption`, `read_caption` and `set_tag_frequency`
+(library/train_util.py), the A1111 attention parser of library/custom_train_functions.py, and the
+75-token chunking of `TokenizeStrategy._get_input_ids` / `SdTextEncodingStrategy.encode_tokens`
+(strategy_base.py, strategy_sd.py, strategy_sdxl.py). Randomness comes only from the
+`random.Random` passed in.
 """
 
 from __future__ import annotations
 
+import math
 import random
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +26,40 @@ if TYPE_CHECKING:  # torch is imported by merge_chunk_states only: reading and c
 CHUNK = 75
 
 
-def read_caption(path: Path) -> str:
-    """The first line of a caption file, stripped (sd-scripts reads only that line).
+@dataclass(frozen=True, slots=True)
+class CaptionRules:
+    """One folder's caption options (sd-scripts' subset options of the same names)."""
+
+    shuffle: bool = False
+    keep_tokens: int = 0
+    keep_tokens_separator: str | None = None
+    separator: str = ","
+    secondary_separator: str | None = None
+    wildcard: bool = False
+    prefix: str | None = None
+    suffix: str | None = None
+    dropout_rate: float = 0.0
+    dropout_every_n_epochs: int = 0
+    tag_dropout_rate: float = 0.0
+    token_warmup_min: int = 1
+    token_warmup_step: float = 0.0
+
+    @property
+    def changes_per_use(self) -> bool:
+        """True when two uses of one caption can give different texts (ignoring whole-caption
+        dropout, which only swaps in "")."""
+        return self.shuffle or self.tag_dropout_rate > 0 or self.wildcard or self.token_warmup_step > 0
+
+
+def apply_rules(caption: str, rules: CaptionRules, *, epoch: int, rng: random.Random, step: int = 0, total_steps: int = 0) -> str:
+    """`process_caption` with a folder's rules."""
+    return process_caption(caption, epoch=epoch, rng=rng, step=step, total_steps=total_steps, **asdict(rules))
+
+
+def read_caption(path: Path, *, all_lines: bool = False) -> str:
+    """The first line of a caption file, stripped (sd-scripts reads only that line); with
+    `all_lines` (wildcard captions) every non-blank line, stripped, joined by newlines: each line
+    is then an alternative, as in sd-scripts.
 
     A UTF-8 byte-order mark is dropped (sd-scripts would keep it glued to the first tag).
     """
@@ -40,6 +76,8 @@ def read_caption(path: Path) -> str:
             f"{path}: caption file is empty; write a caption, or delete the file to use the "
             "folder's name as the caption"
         )
+    if all_lines:
+        return "\n".join(line.strip() for line in lines if line.strip())
     return lines[0].strip()
 
 
@@ -55,24 +93,84 @@ def process_caption(
     dropout_every_n_epochs: int = 0,
     keep_tokens_separator: str | None = None,
     separator: str = ",",
+    secondary_separator: str | None = None,
+    wildcard: bool = False,
+    prefix: str | None = None,
+    suffix: str | None = None,
+    token_warmup_min: int = 1,
+    token_warmup_step: float = 0.0,
+    step: int = 0,
+    total_steps: int = 0,
 ) -> str:
-    """The caption as used for one sample in `epoch` (1-based), in sd-scripts' order.
+    """The caption as used for one sample in `epoch` (1-based) after `step` optimizer steps of
+    `total_steps`, in sd-scripts' order.
 
+    0. `prefix` and `suffix` are joined on with a space.
     1. Whole-caption dropout gives "": by `dropout_rate` (one draw, made whenever the rate is > 0),
        or in every epoch divisible by `dropout_every_n_epochs`.
-    2. Only the first line is kept.
-    3. With shuffle or tag dropout on: split on `separator`, strip each tag; the first
-       `keep_tokens` tags (or the part before `keep_tokens_separator`, and after its second
-       occurrence) stay fixed; the rest is shuffled, then each tag dropped with
-       `tag_dropout_rate`; joined with ", ". With both off the line is returned untouched.
+    2. With `wildcard`: one line is drawn when there are several, then each `{a|b|c}` is replaced
+       by one of its choices (`{{` and `}}` are literal braces). Without: only the first line.
+    3. With shuffle, tag dropout or a token warm-up on: split on `separator`, strip each tag; the
+       first `keep_tokens` tags (or the part before `keep_tokens_separator`, and after its second
+       occurrence) stay fixed; during the warm-up only the first tags of the rest are used (from
+       `token_warmup_min` up to all at `token_warmup_step` steps, a share of `total_steps` when
+       below 1); the rest is shuffled, then each tag dropped with `tag_dropout_rate`; joined with
+       ", ". With all three off the line is used untouched.
+    4. `secondary_separator` is replaced by `separator` (tags joined by it moved as one).
     """
+    if prefix:
+        caption = prefix + " " + caption
+    if suffix:
+        caption = caption + " " + suffix
     dropped = dropout_rate > 0 and rng.random() < dropout_rate
     if dropped or (dropout_every_n_epochs > 0 and epoch % dropout_every_n_epochs == 0):
         return ""
-    caption = caption.split("\n")[0]
-    if not (shuffle or tag_dropout_rate > 0):
-        return caption
+    caption = _pick_wildcards(caption, rng) if wildcard else caption.split("\n")[0]
+    if shuffle or tag_dropout_rate > 0 or token_warmup_step > 0:
+        caption = _process_tags(
+            caption, rng, shuffle, keep_tokens, tag_dropout_rate, keep_tokens_separator, separator,
+            token_warmup_min, _warmup_steps(token_warmup_step, total_steps), step,
+        )
+    if secondary_separator:
+        caption = caption.replace(secondary_separator, separator)
+    return caption
 
+
+def _warmup_steps(token_warmup_step: float, total_steps: int) -> int:
+    """A share below 1 is of the run's steps, rounded down (sd-scripts converts it once)."""
+    if token_warmup_step < 1:
+        return math.floor(token_warmup_step * total_steps)
+    return int(token_warmup_step)
+
+
+_WILDCARD = re.compile(r"\{([^}]+)\}")
+
+
+def _pick_wildcards(caption: str, rng: random.Random) -> str:
+    if "\n" in caption:
+        caption = rng.choice(caption.split("\n"))
+    # "{{" and "}}" are literal braces: hidden behind markers the caption does not contain
+    open_mark, close_mark = "\u2985", "\u2986"
+    while open_mark in caption or close_mark in caption:
+        open_mark += "\u2985"
+        close_mark += "\u2986"
+    caption = caption.replace("{{", open_mark).replace("}}", close_mark)
+    caption = _WILDCARD.sub(lambda match: rng.choice(match.group(1).split("|")), caption)
+    return caption.replace(open_mark, "{").replace(close_mark, "}")
+
+
+def _process_tags(
+    caption: str,
+    rng: random.Random,
+    shuffle: bool,
+    keep_tokens: int,
+    tag_dropout_rate: float,
+    keep_tokens_separator: str | None,
+    separator: str,
+    warmup_min: int,
+    warmup_steps: int,
+    step: int,
+) -> str:
     head: list[str] = []
     tail: list[str] = []
     if keep_tokens_separator and keep_tokens_separator in caption:
@@ -87,6 +185,8 @@ def process_caption(
         tags = [t.strip() for t in caption.strip().split(separator)]
         head, flex = (tags[:keep_tokens], tags[keep_tokens:]) if keep_tokens > 0 else ([], tags)
 
+    if warmup_steps and step < warmup_steps:
+        flex = flex[: math.floor(step * ((len(flex) - warmup_min) / warmup_steps)) + warmup_min]
     if shuffle:
         rng.shuffle(flex)
     if tag_dropout_rate > 0:

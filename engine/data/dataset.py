@@ -2,7 +2,9 @@
 
 Layout (sd-scripts' "DreamBooth" style): the dataset folder holds sub-folders named
 `<repeats>_<name>`; each image in one is used `repeats` times per epoch, and an image without a
-caption file is captioned with `<name>`. Regularisation folders have the same layout.
+caption file is captioned with `<name>`. Regularisation folders have the same layout. A config
+may also list its folders (dataset.subsets): each then holds its images directly, with its own
+repeats, class tokens and caption options (engine/data/subsets.py resolves them).
 
 Everything here is plain Python (PIL for image sizes): no torch, so a queue can scan every dataset
 before the first run starts.
@@ -15,7 +17,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import DatasetError
+from typing import TYPE_CHECKING
+
+from engine.config.schema import SubsetConfig
+from engine.data.captions import CaptionRules
+from engine.errors import DatasetError, problems_message
+
+if TYPE_CHECKING:
+    from engine.data.subsets import FolderSpec
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _SUBSET_NAME = re.compile(r"^(\d+)_(.*)$")
@@ -26,11 +35,12 @@ class ImageRecord:
     path: Path
     caption_path: Path | None  # None: the folder's class name is the caption
     class_caption: str
-    subset: str  # the sub-folder's name, as metadata (ss_dataset_dirs) knows it
+    subset: str  # the folder's name, as metadata (ss_dataset_dirs) knows it
     repeats: int
     is_reg: bool
     width: int
     height: int
+    rules: CaptionRules = CaptionRules()  # the folder's caption options
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +63,16 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DatasetError(f"{path}: cannot read this image ({exc}); remove it or re-save it as PNG/JPEG") from None
 
 
-def scan_subsets(root: Path, caption_extension: str, *, is_reg: bool = False) -> list[Subset]:
-    """Every `<repeats>_<name>` folder under `root`, with its images. All problems at once."""
+def concept_subsets(root: Path, *, is_reg: bool = False) -> list[SubsetConfig]:
+    """The `<repeats>_<name>` folders under `root` as subsets (repeats, class name), checked for
+    their layout only. All problems at once."""
     kind = "regularisation folder" if is_reg else "dataset folder"
     field = "dataset.reg_img_folder" if is_reg else "dataset.img_folder"
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{field}: {root} is not a folder; give the parent of the <repeats>_<name> folders")
     problems: list[str] = []
-    subsets: list[Subset] = []
+    subsets: list[SubsetConfig] = []
     children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     loose_images = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
     for child in children:
@@ -72,31 +83,7 @@ def scan_subsets(root: Path, caption_extension: str, *, is_reg: bool = False) ->
                 "(each image is then used 10 times per epoch)"
             )
             continue
-        repeats, class_caption = int(match.group(1)), match.group(2).strip()
-        images = []
-        for path in sorted(p for p in child.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
-            try:
-                width, height = image_size(path)
-            except DatasetError as exc:
-                problems.append(str(exc))
-                continue
-            caption = path.with_suffix(caption_extension)
-            images.append(
-                ImageRecord(
-                    path=path,
-                    caption_path=caption if caption.is_file() else None,
-                    class_caption=class_caption,
-                    subset=child.name,
-                    repeats=repeats,
-                    is_reg=is_reg,
-                    width=width,
-                    height=height,
-                )
-            )
-        if not images:
-            problems.append(f"{child}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder; add some or remove it")
-            continue
-        subsets.append(Subset(child, repeats, class_caption, tuple(images), is_reg))
+        subsets.append(SubsetConfig(image_dir=child, num_repeats=int(match.group(1)), class_tokens=match.group(2).strip(), is_reg=is_reg))
     if not children and loose_images:
         problems.append(
             f"{root}: the images are directly in the {kind}; move them into a sub-folder named like "
@@ -105,9 +92,57 @@ def scan_subsets(root: Path, caption_extension: str, *, is_reg: bool = False) ->
     elif not subsets and not problems:
         problems.append(f"{root}: empty {kind}; it needs sub-folders like '10_mycharacter' with images inside")
     if problems:
-        from engine.errors import problems_message
-
         raise DatasetError(problems_message(f"{field} {root}", problems))
+    return subsets
+
+
+def load_subset(spec: FolderSpec) -> tuple[Subset | None, list[str]]:
+    """The images of one folder (sizes from their headers, caption files found), or the problems."""
+    folder = spec.image_dir
+    if not folder.is_dir():
+        return None, [f"{spec.field}: {folder} is not a folder; give the folder that holds the images"]
+    problems: list[str] = []
+    images = []
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
+        try:
+            width, height = image_size(path)
+        except DatasetError as exc:
+            problems.append(str(exc))
+            continue
+        caption = path.with_suffix(spec.caption_extension)
+        images.append(
+            ImageRecord(
+                path=path,
+                caption_path=caption if caption.is_file() else None,
+                class_caption=spec.class_tokens or "",  # sd-scripts: no caption and no class tokens is ""
+                subset=folder.name,
+                repeats=spec.num_repeats,
+                is_reg=spec.is_reg,
+                width=width,
+                height=height,
+                rules=spec.rules,
+            )
+        )
+    if not images and not problems:
+        hint = ""
+        if spec.field.startswith("dataset.subsets") and any(p.is_dir() and _SUBSET_NAME.match(p.name) for p in folder.iterdir()):
+            hint = " (it holds <repeats>_<name> folders: name it in dataset.img_folder instead)"
+        problems.append(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder{hint}; add some or remove it")
+    if problems:
+        return None, problems
+    return Subset(folder, spec.num_repeats, spec.class_tokens or "", tuple(images), spec.is_reg), []
+
+
+def load_subsets(specs: list[FolderSpec]) -> list[Subset]:
+    """Every folder's images; all problems of all folders in one DatasetError."""
+    subsets, problems = [], []
+    for spec in specs:
+        subset, found = load_subset(spec)
+        problems += found
+        if subset is not None:
+            subsets.append(subset)
+    if problems:
+        raise DatasetError(problems_message("the dataset's folders", problems))
     return subsets
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config.schema import SAMPLE_DATASET, TrainConfig
+from engine.config.schema import TrainConfig
 from engine.data.buckets import BucketChooser, Placement, select_bucket
 from engine.data.captions import read_caption
 from engine.data.dataset import (
@@ -20,10 +20,13 @@ from engine.data.dataset import (
     Subset,
     balance_regularisation,
     batches_per_epoch,
-    scan_subsets,
+    load_subsets,
     train_image_count,
 )
+from engine.data.subsets import folder_specs, resolve_img_folder
 from engine.rng import batch_order
+
+__all__ = ["RunPlan", "Sample", "TrainItem", "bucket_chooser", "epoch_batches", "make_plan", "resolve_img_folder", "steps_before"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,7 @@ class TrainItem:
 
 @dataclass(frozen=True)
 class RunPlan:
-    img_folder: Path
+    img_folder: Path | None  # the parent of the <repeats>_<name> folders (None: dataset.subsets lists them)
     subsets: tuple[Subset, ...]
     reg_subsets: tuple[Subset, ...]
     items: tuple[TrainItem, ...]
@@ -62,14 +65,6 @@ class RunPlan:
         return self.batch_size * self.grad_accum * self.num_processes
 
 
-def resolve_img_folder(value: str) -> Path:
-    if value == SAMPLE_DATASET:
-        from engine.data.sample_data import sample_dataset_dir
-
-        return sample_dataset_dir()
-    return Path(value).expanduser()
-
-
 def bucket_chooser(cfg: TrainConfig) -> BucketChooser:
     ds = cfg.dataset
     return BucketChooser.for_settings(
@@ -84,9 +79,10 @@ def bucket_chooser(cfg: TrainConfig) -> BucketChooser:
 
 def make_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
     ds, tr = cfg.dataset, cfg.training
-    folder = resolve_img_folder(ds.img_folder)
-    subsets = scan_subsets(folder, ds.caption_extension)
-    reg_subsets = scan_subsets(ds.reg_img_folder, ds.caption_extension, is_reg=True) if ds.reg_img_folder else []
+    folder = None if ds.subsets or ds.img_folder is None else resolve_img_folder(ds.img_folder)
+    loaded = load_subsets(folder_specs(cfg))
+    subsets = [s for s in loaded if not s.is_reg]
+    reg_subsets = [s for s in loaded if s.is_reg]
     num_train = train_image_count(subsets)
     reg_uses = balance_regularisation(num_train, reg_subsets)
     all_reg = sum(len(s.images) for s in reg_subsets)
@@ -105,12 +101,16 @@ def make_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
     # batch from a different bucket.
     global_batches = batches_per_epoch(dict(counts), tr.batch_size * num_processes)
     steps_per_epoch = math.ceil(global_batches / cfg.optim.gradient_accumulation_steps)
+    # A config holds one limit as its source tool meant it (the import keeps sd-scripts' and LETS'
+    # rules, engine/config/sources.py): a step count, when set, wins over the epoch count.
     if tr.max_steps:
         total = tr.max_steps
         epochs = math.ceil(total / steps_per_epoch)
     else:
         epochs = tr.epoch_count
         total = epochs * steps_per_epoch
+    opt = cfg.optim
+    warmup = opt.lr_warmup_steps if opt.lr_warmup_steps is not None else warmup_steps_from_ratio(opt.lr_warmup_ratio, total)
     return RunPlan(
         img_folder=folder,
         subsets=tuple(subsets),
@@ -127,15 +127,16 @@ def make_plan(cfg: TrainConfig, num_processes: int = 1) -> RunPlan:
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
         total_steps=total,
-        warmup_steps=warmup_steps_from_ratio(cfg.optim.lr_warmup_ratio, total),
+        warmup_steps=warmup,
         captions=read_captions(items),
     )
 
 
 def read_captions(items: list[TrainItem]) -> dict[Path, str]:
-    """Each image's caption text: its caption file, else its folder's class name."""
+    """Each image's caption text: its caption file (every line of it in a folder with wildcards,
+    whose lines are the choices), else its folder's class name."""
     return {
-        item.record.path: read_caption(item.record.caption_path) if item.record.caption_path else item.record.class_caption
+        item.record.path: read_caption(item.record.caption_path, all_lines=item.record.rules.wildcard) if item.record.caption_path else item.record.class_caption
         for item in items
     }
 
@@ -145,6 +146,13 @@ def warmup_steps_from_ratio(ratio: float, total_steps: int) -> int:
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"the warmup ratio must be in [0, 1) (got {ratio})")
     return int(ratio * total_steps)
+
+
+def steps_before(plan: RunPlan, epoch: int, index: int) -> int:
+    """Optimizer steps finished before global batch `index` (0-based) of `epoch` (1-based): every
+    epoch has the plan's steps, and `grad_accum` batches make one step (the last, short group of an
+    epoch too). sd-scripts' caption token warm-up counts these steps."""
+    return (epoch - 1) * plan.steps_per_epoch + index // plan.grad_accum
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ Modules run in LyCORIS' bypass mode: the update is added to the layer's output, 
 a (possibly fp16) copy of the base weight; the saved tensors are the same either way.
 
 Not offered: network.dropout (LyCORIS has no neuron dropout for LoHa/LoKr), Tucker/CP
-decomposition, DoRA and LoKr factor choices (LyCORIS' defaults: no Tucker, factor -1).
+decomposition and DoRA (LyCORIS' defaults: no Tucker). LoKr's factor is network.lokr_factor.
 """
 
 from __future__ import annotations
@@ -156,6 +156,9 @@ def create_lycoris_network(
     module_class = lycoris_module_class(net_cfg.type)
     rank_for = rank_for or default_rank_for(net_cfg)
 
+    # LokrModule takes `factor`; LohaModule has no such argument
+    extra = {"factor": net_cfg.lokr_factor} if net_cfg.type == NetworkType.LOKR else {}
+
     def make(target, dim: int, alpha: float):
         return module_class(
             target.name,
@@ -168,6 +171,7 @@ def create_lycoris_network(
             module_dropout=net_cfg.module_dropout or 0.0,
             use_tucker=False,
             bypass_mode=True,
+            **extra,
         )
 
     def build(targets) -> list:
@@ -189,4 +193,7 @@ def lycoris_network_args(net_cfg: NetworkConfig) -> dict[str, str]:
     to merge into metadata.network_args; ss_network_module is "lycoris.kohya"."""
     if net_cfg.type not in ALGOS:
         return {}
-    return {"algo": ALGOS[net_cfg.type]}
+    args = {"algo": ALGOS[net_cfg.type]}
+    if net_cfg.type == NetworkType.LOKR and net_cfg.lokr_factor != -1:
+        args["factor"] = str(net_cfg.lokr_factor)
+    return args

@@ -48,7 +48,7 @@ class ResizedImage:
 
 @dataclass(frozen=True)
 class DatasetSummary:
-    root: Path
+    root: Path | None  # None when dataset.subsets lists the folders
     resolution: tuple[int, int]
     enable_bucket: bool
     no_upscale: bool
@@ -91,7 +91,7 @@ def summarize(cfg: TrainConfig, top: int = 20) -> DatasetSummary:
         for s in (*plan.subsets, *plan.reg_subsets)
     )
     training = [item.record for item in plan.items if not item.record.is_reg]
-    captions = [read_caption(r.caption_path) if r.caption_path else r.class_caption for r in training]
+    captions = [read_caption(r.caption_path, all_lines=r.rules.wildcard) if r.caption_path else r.class_caption for r in training]
     counts = count_tags(captions)
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
 

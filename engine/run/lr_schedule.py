@@ -7,6 +7,9 @@ default `num_cycles=0.5`), cosine_with_restarts restarts `num_cycles` times from
 restarts), polynomial decays to an absolute end LR of 1e-7, constant_with_warmup warms up then
 holds. sd-scripts counts the scheduler's total as `max_train_steps x num_processes` (accelerate steps
 the wrapped scheduler once per process) and turns a fractional warmup into `int(ratio x total)`.
+The adafactor schedule is Adafactor's own relative step size: the optimizer computes its rate and
+ignores the group's, so the multiplier is 1 and the scheduler only reports the rate (transformers'
+`AdafactorSchedule`, which sd-scripts builds for `lr_scheduler = "adafactor"`).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ class Schedule:
 
 
 def _constant(s: Schedule, step: int) -> float:
-    return 1.0
+    return 1.0  # also the adafactor schedule's: Adafactor sets its own step size
 
 
 def _linear(s: Schedule, step: int) -> float:
@@ -102,6 +105,7 @@ SCHEDULES: dict[LrScheduler, Callable[[Schedule, int], float]] = {
     LrScheduler.POLYNOMIAL: _polynomial,
     LrScheduler.CONSTANT: _constant,
     LrScheduler.CONSTANT_WITH_WARMUP: _constant,
+    LrScheduler.ADAFACTOR: _constant,
 }
 
 
@@ -136,6 +140,11 @@ def make_lambda_scheduler(
     """
     import torch
 
+    if scheduler == LrScheduler.ADAFACTOR:
+        from transformers.optimization import AdafactorSchedule
+
+        # reports Adafactor's step size after each step (the configured rate before the first one)
+        return AdafactorSchedule(optimizer, optimizer.defaults.get("initial_lr") or 0.0)
     schedule = Schedule(
         scheduler, total_steps, warmup_steps, num_cycles, power, initial_lr=optimizer.defaults.get("lr"), **(extra or {})
     )

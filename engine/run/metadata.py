@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 
 from engine.config.schema import ModelFamily, NetworkConfig, NetworkType, TrainConfig
-from engine.data.captions import count_tags
 from engine.data.plan import RunPlan
 
 #: what --no_metadata keeps (sd-scripts' SS_METADATA_MINIMUM_KEYS) - enough for UIs to filter by model
@@ -68,90 +67,165 @@ def _dirs(subsets) -> str:
     return json.dumps({s.folder.name: {"n_repeats": s.repeats, "img_count": len(s.images)} for s in subsets})
 
 
-def bucket_info(plan: RunPlan) -> dict:
+def bucket_info(cfg: TrainConfig, plan: RunPlan) -> dict | None:
+    """sd-scripts' ss_bucket_info (train_util.BaseDataset.make_buckets): the used buckets in sorted
+    order (its BucketManager lists a bucket once an image lands in it, then sorts them), and the
+    mean |aspect-ratio error| of the images, each counted once; None without bucketing."""
+    import numpy as np
+
+    if not cfg.dataset.enable_bucket:
+        return None
+    errors = [abs(item.choice.ar_error) for item in plan.items]
     return {
-        "buckets": {
-            i: {"resolution": list(reso), "count": count} for i, (reso, count) in enumerate(plan.bucket_counts.items())
-        }
+        "buckets": {i: {"resolution": list(reso), "count": count} for i, (reso, count) in enumerate(sorted(plan.bucket_counts.items()))},
+        # numpy's mean, as sd-scripts computes it (its pairwise sum can differ from sum() in the last bit)
+        "mean_img_ar_error": float(np.mean(np.abs(np.array(errors)))) if errors else 0,
     }
 
 
 def tag_frequency(plan: RunPlan) -> dict[str, dict[str, int]]:
-    """ss_tag_frequency: per training folder, how many captions hold each tag."""
+    """ss_tag_frequency: per folder, training and regularisation alike, how many captions hold
+    each tag, over every image of the folder (sd-scripts' `set_tag_frequency`, called for each
+    subset as it is loaded). The plan holds its images' captions; a regularisation image the
+    balancing left out is read here."""
+    from engine.data.captions import count_tags, read_caption
+
+    def caption_of(record) -> str:
+        if record.path in plan.captions:
+            return plan.captions[record.path]
+        if record.caption_path is None:
+            return record.class_caption
+        return read_caption(record.caption_path, all_lines=record.rules.wildcard)
+
     by_folder: dict[str, list[str]] = {}
-    for item in plan.items:
-        if not item.record.is_reg:
-            by_folder.setdefault(item.record.subset, []).append(plan.captions[item.record.path])
+    for subset in (*plan.subsets, *plan.reg_subsets):
+        by_folder.setdefault(subset.folder.name, []).extend(caption_of(record) for record in subset.images)
     return {folder: dict(count_tags(texts)) for folder, texts in by_folder.items()}
+
+
+def _hashes(values: dict[str, object], path_text: str, key: str, new_key: str) -> None:
+    """sd-scripts' model hashes of a model file (none for a folder or the built-in model)."""
+    from engine.models.hashes import model_hashes
+
+    hashes = model_hashes(path_text)
+    if hashes is not None:
+        values[key] = hashes.legacy
+        values[new_key] = hashes.sha256
 
 
 def training_metadata(cfg: TrainConfig, net: NetworkConfig, plan: RunPlan, facts: RunFacts) -> dict[str, str]:
     """Everything known when training starts; `per_save` adds the epoch/step of each file. `net`
     is the network as built (its ranks may come from the LoRA it started from)."""
-    opt, tr, ds = cfg.optim, cfg.training, cfg.dataset
+    values: dict[str, object] = {
+        **_run_values(cfg, plan, facts),
+        **_network_values(net, facts),
+        **_optim_values(cfg),
+        **_noise_and_loss_values(cfg),
+        **_dataset_values(cfg, plan),
+    }
+    args = network_args(net)
+    if args:
+        values["ss_network_args"] = json.dumps(args)
+    _hashes(values, cfg.model.base_model, "ss_sd_model_hash", "ss_new_sd_model_hash")
+    if cfg.model.vae is not None:
+        values["ss_vae_name"] = cfg.model.vae.name
+        _hashes(values, str(cfg.model.vae), "ss_vae_hash", "ss_new_vae_hash")
+    metadata = {key: str(value) for key, value in values.items()}
+    metadata.update(modelspec(cfg, facts))
+    if cfg.saving.no_metadata:
+        metadata = {k: v for k, v in metadata.items() if k in MINIMUM_KEYS or k.startswith("modelspec.")}
+    return metadata
+
+
+def _run_values(cfg: TrainConfig, plan: RunPlan, facts: RunFacts) -> dict[str, object]:
     base_version = BASE_MODEL_VERSION[facts.family]
     if facts.family == ModelFamily.SD2 and facts.v_prediction:
         base_version += "_v"
     model_path = Path(cfg.model.base_model)
-    values: dict[str, object] = {
+    return {
         "ss_session_id": facts.session_id,
         "ss_training_started_at": facts.started_at,
         "ss_output_name": cfg.saving.output_name,
-        "ss_learning_rate": opt.learning_rate,
-        "ss_text_encoder_lr": opt.text_encoder_lr,
-        "ss_unet_lr": opt.unet_lr,
         "ss_num_train_images": plan.num_train_images,
         "ss_num_validation_images": 0,
-        "ss_num_reg_images": plan.num_reg_images,
+        # images x repeats of the regularisation folders, before balancing (sd-scripts' num_reg_images)
+        "ss_num_reg_images": sum(s.repeats * len(s.images) for s in plan.reg_subsets),
         "ss_num_batches_per_epoch": plan.batches_per_epoch,
         "ss_num_epochs": plan.epochs,
-        "ss_gradient_checkpointing": opt.gradient_checkpointing,
-        "ss_gradient_accumulation_steps": opt.gradient_accumulation_steps,
         "ss_max_train_steps": plan.total_steps,
-        "ss_lr_warmup_steps": plan.warmup_steps,
-        "ss_lr_scheduler": opt.lr_scheduler.value,
+        "ss_v2": facts.family == ModelFamily.SD2,
+        "ss_base_model_version": base_version,
+        "ss_clip_skip": facts.clip_skip,
+        "ss_max_token_length": cfg.model.max_token_length,
+        "ss_seed": cfg.training.seed,
+        "ss_lowram": cfg.model.lowram,
+        "ss_training_comment": cfg.saving.training_comment,
+        "ss_sd_scripts_commit_hash": "lora-wizard",
+        "ss_optimizer": facts.optimizer,
+        "ss_batch_size_per_device": plan.batch_size,
+        "ss_total_batch_size": plan.effective_batch,
+        "ss_sd_model_name": model_path.name if model_path.exists() else cfg.model.base_model,
+    }
+
+
+def _network_values(net: NetworkConfig, facts: RunFacts) -> dict[str, object]:
+    return {
         # LoCon is sd-scripts' LoRA module with conv ranks, so it keeps the same module name
         "ss_network_module": "networks.lora" if net.type in (NetworkType.LORA, NetworkType.LOCON) else "lycoris.kohya",
         "ss_network_dim": net.dim,
         "ss_network_alpha": net.alpha,
         "ss_network_dropout": net.dropout,
+    }
+
+
+def _optim_values(cfg: TrainConfig) -> dict[str, object]:
+    opt = cfg.optim
+    return {
+        "ss_learning_rate": opt.learning_rate,
+        "ss_text_encoder_lr": opt.text_encoder_lr,
+        "ss_unet_lr": opt.unet_lr,
+        "ss_gradient_checkpointing": opt.gradient_checkpointing,
+        "ss_gradient_accumulation_steps": opt.gradient_accumulation_steps,
+        "ss_lr_scheduler": opt.lr_scheduler.value,
         "ss_mixed_precision": opt.mixed_precision.value,
         "ss_full_fp16": opt.full_fp16,
-        "ss_v2": facts.family == ModelFamily.SD2,
-        "ss_base_model_version": base_version,
-        "ss_clip_skip": facts.clip_skip,
-        "ss_max_token_length": cfg.model.max_token_length,
-        "ss_cache_latents": ds.cache_latents,
-        "ss_seed": tr.seed,
-        "ss_lowram": cfg.model.lowram,
+        "ss_max_grad_norm": opt.max_grad_norm,
+        "ss_scale_weight_norms": opt.scale_weight_norms,
+        "ss_fp8_base": False,
+        "ss_fp8_base_unet": False,
+        "ss_min_snr_gamma": cfg.training.min_snr_gamma,
+    }
+
+
+def _noise_and_loss_values(cfg: TrainConfig) -> dict[str, object]:
+    tr = cfg.training
+    return {
         "ss_noise_offset": tr.noise_offset or None,
         "ss_multires_noise_iterations": tr.multires_noise_iterations or None,
         "ss_multires_noise_discount": tr.multires_noise_discount,
         "ss_adaptive_noise_scale": tr.adaptive_noise_scale,
         "ss_zero_terminal_snr": tr.zero_terminal_snr,
-        "ss_training_comment": cfg.saving.training_comment,
-        "ss_sd_scripts_commit_hash": "lora-wizard",
-        "ss_optimizer": facts.optimizer,
-        "ss_max_grad_norm": opt.max_grad_norm,
-        "ss_caption_dropout_rate": ds.caption_dropout_rate or None,
-        "ss_caption_dropout_every_n_epochs": ds.caption_dropout_every_n_epochs or None,
-        "ss_caption_tag_dropout_rate": ds.caption_tag_dropout_rate or None,
-        "ss_face_crop_aug_range": None,
-        "ss_prior_loss_weight": ds.prior_loss_weight,
-        "ss_min_snr_gamma": tr.min_snr_gamma,
-        "ss_scale_weight_norms": opt.scale_weight_norms,
         "ss_ip_noise_gamma": tr.ip_noise_gamma,
         "ss_debiased_estimation": tr.debiased_estimation_loss,
         "ss_noise_offset_random_strength": tr.noise_offset_random_strength,
-        "ss_ip_noise_gamma_random_strength": False,
+        "ss_ip_noise_gamma_random_strength": tr.ip_noise_gamma_random_strength,
         "ss_loss_type": tr.loss_type.value,
         "ss_huber_schedule": tr.huber_schedule.value,
         "ss_huber_scale": 1.0,
         "ss_huber_c": tr.huber_c if tr.huber_c is not None else 0.1,
-        "ss_fp8_base": False,
-        "ss_fp8_base_unet": False,
-        "ss_batch_size_per_device": plan.batch_size,
-        "ss_total_batch_size": plan.effective_batch,
+    }
+
+
+def _dataset_values(cfg: TrainConfig, plan: RunPlan) -> dict[str, object]:
+    ds = cfg.dataset
+    return {
+        "ss_cache_latents": ds.cache_latents,
+        # sd-scripts writes these off values as 0.0 / 0 (its argument defaults), not None
+        "ss_caption_dropout_rate": ds.caption_dropout_rate,
+        "ss_caption_dropout_every_n_epochs": ds.caption_dropout_every_n_epochs,
+        "ss_caption_tag_dropout_rate": ds.caption_tag_dropout_rate,
+        "ss_face_crop_aug_range": None,
+        "ss_prior_loss_weight": ds.prior_loss_weight,
         "ss_resolution": tuple(ds.width_height),
         "ss_color_aug": ds.color_aug,
         "ss_flip_aug": ds.flip_aug,
@@ -165,19 +239,8 @@ def training_metadata(cfg: TrainConfig, net: NetworkConfig, plan: RunPlan, facts
         "ss_dataset_dirs": _dirs(plan.subsets),
         "ss_reg_dataset_dirs": _dirs(plan.reg_subsets),
         "ss_tag_frequency": json.dumps(tag_frequency(plan)),
-        "ss_bucket_info": json.dumps(bucket_info(plan)),
-        "ss_sd_model_name": model_path.name if model_path.exists() else cfg.model.base_model,
+        "ss_bucket_info": json.dumps(bucket_info(cfg, plan)),
     }
-    args = network_args(net)
-    if args:
-        values["ss_network_args"] = json.dumps(args)
-    if cfg.model.vae is not None:
-        values["ss_vae_name"] = cfg.model.vae.name
-    metadata = {key: str(value) for key, value in values.items()}
-    metadata.update(modelspec(cfg, facts))
-    if cfg.saving.no_metadata:
-        metadata = {k: v for k, v in metadata.items() if k in MINIMUM_KEYS or k.startswith("modelspec.")}
-    return metadata
 
 
 def per_save(metadata: dict[str, str], epoch: int, step: int, no_metadata: bool) -> dict[str, str]:

@@ -58,10 +58,18 @@ def build_optimizer(name: Optimizer, param_groups: list[dict], raw_args: dict[st
     schedules that end at an absolute value are relative to it)."""
     check_available(name)
     kwargs = {"lr": lr, **optimizer_kwargs(name, raw_args)}
+    if name == Optimizer.ADAFACTOR and kwargs.get("relative_step"):
+        # Adafactor's own step size: it refuses a learning rate (sd-scripts drops the groups' rates
+        # too, train_util.get_optimizer); the configured one is kept for the schedule to report
+        kwargs["lr"] = None
+        param_groups = [{k: v for k, v in group.items() if k != "lr"} for group in param_groups]
     try:
-        return optimizer_class(name)(param_groups, **kwargs)
+        optimizer = optimizer_class(name)(param_groups, **kwargs)
     except TypeError as exc:  # an argument the optimizer does not take (preflight names them first)
         raise ConfigError(f"optim.optimizer_args {kwargs} do not fit {name.value}: {exc}") from None
+    if kwargs["lr"] is None:
+        optimizer.defaults["initial_lr"] = lr
+    return optimizer
 
 
 def argument_problems(name: Optimizer, raw_args: dict[str, Any]) -> list[Problem]:

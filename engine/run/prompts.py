@@ -130,28 +130,34 @@ def parse_prompt_line(line: str, where: str) -> SamplePrompt:
     return SamplePrompt(prompt=text, **values)  # type: ignore[arg-type]
 
 
-def parse_prompt_file(path: Path) -> list[SamplePrompt]:
-    """The prompts of a sd-scripts-style .txt prompt file; any problem is a ConfigError naming the
-    file and line. Call it before training starts, so a typo does not surface hours in."""
-    path = Path(path)
-    if path.suffix.lower() in (".toml", ".json"):
-        raise ConfigError(
-            f"sampling.sample_prompts={path}: only the .txt format (one prompt a line) is read; "
-            "write the prompts one a line in a .txt file"
-        )
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise ConfigError(f"sampling.sample_prompts={path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"sampling.sample_prompts={path}: cannot be read as UTF-8 text ({exc})") from None
+def parse_prompt_file(path: Path | list[str]) -> list[SamplePrompt]:
+    """The prompts of a sd-scripts-style .txt prompt file, or of the prompt lines a config holds
+    itself (sampling.sample_prompts as a list, as the kohya_ss GUI keeps them); any problem is a
+    ConfigError naming the file (or the list) and the line. Call it before training starts, so a
+    typo does not surface hours in."""
+    if isinstance(path, list):
+        lines, where = [str(line) for line in path], "sampling.sample_prompts"
+    else:
+        path = Path(path)
+        where = str(path)
+        if path.suffix.lower() in (".toml", ".json"):
+            raise ConfigError(
+                f"sampling.sample_prompts={path}: only the .txt format (one prompt a line) is read; "
+                "write the prompts one a line in a .txt file"
+            )
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except FileNotFoundError:
+            raise ConfigError(f"sampling.sample_prompts={path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"sampling.sample_prompts={path}: cannot be read as UTF-8 text ({exc})") from None
     prompts = [
-        parse_prompt_line(line, f"{path}, line {number}")
+        parse_prompt_line(line, f"{where}, line {number}")
         for number, line in enumerate(lines, start=1)
         if line.strip() and not line.strip().startswith("#")
     ]
     if not prompts:
-        raise ConfigError(f"sampling.sample_prompts={path} holds no prompts (only blank or # lines)")
+        raise ConfigError(f"sampling.sample_prompts={where} holds no prompts (only blank or # lines)")
     return prompts
 
 

@@ -80,7 +80,7 @@ def prepare_session(
     optimizer, scheduler, optimizer_name = build_optimizer(cfg, network, plan, model.family, acc)
     start = restore(resume_from or cfg.saving.resume, cfg, plan, network, optimizer, scheduler, acc, reporter)
     inputs = StepInputs(
-        cfg, model, acc, plan.captions, latents, text_cache, *noise_schedules(cfg, acc), weight_dtype, model.v_prediction,
+        cfg, model, acc, plan, latents, text_cache, *noise_schedules(cfg, acc), weight_dtype, model.v_prediction,
         images=image_loader(cfg, latents),
         train_text_encoder=trains(network_cfg)[1],
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -16,9 +15,9 @@ import torch
 from engine import rng
 from engine.config.schema import ModelFamily, TrainConfig
 from engine.data.buckets import crop_ltrb_for_sdxl, crop_offsets, sdxl_crop_top_left
-from engine.data.captions import process_caption
+from engine.data.captions import apply_rules
 from engine.data.latents import ImageLoader, LatentCache, encode_images, load_image
-from engine.data.plan import Sample
+from engine.data.plan import RunPlan, Sample, steps_before
 from engine.run.losses import batch_loss_value
 from engine.run.noise import make_noise, make_noisy_latents, sample_timesteps, v_target
 from engine.text.cache import TextCache, encode_captions
@@ -36,7 +35,7 @@ class StepInputs:
     cfg: TrainConfig
     model: BaseComponents
     accelerator: Accelerator
-    captions: dict[Path, str]  # each image's caption text, before the caption rules
+    plan: RunPlan  # the run's plan: each image's caption text (before the caption rules), the step count
     latents: LatentCache | None  # None: images are encoded at each step
     text_cache: TextCache | None  # None: captions are encoded at each step
     alphas_cumprod: torch.Tensor  # the training noise schedule, on the CPU (noise is drawn there)
@@ -47,20 +46,12 @@ class StepInputs:
     train_text_encoder: bool = True  # False once training.stop_text_encoder_training is reached
 
 
-def batch_captions(inputs: StepInputs, batch: list[Sample], epoch: int, rules: random.Random) -> list[str]:
-    ds = inputs.cfg.dataset
+def batch_captions(inputs: StepInputs, batch: list[Sample], epoch: int, rules: random.Random, step: int = 0) -> list[str]:
+    """Each sample's caption under its folder's rules, `step` optimizer steps into the run."""
+    plan = inputs.plan
     return [
-        process_caption(
-            inputs.captions[sample.item.record.path],
-            epoch=epoch,
-            rng=rules,
-            shuffle=ds.shuffle_caption,
-            keep_tokens=ds.keep_tokens,
-            tag_dropout_rate=ds.caption_tag_dropout_rate,
-            dropout_rate=ds.caption_dropout_rate,
-            dropout_every_n_epochs=ds.caption_dropout_every_n_epochs,
-        )
-        for sample in batch
+        apply_rules(plan.captions[s.item.record.path], s.item.record.rules, epoch=epoch, rng=rules, step=step, total_steps=plan.total_steps)
+        for s in batch
     ]
 
 
@@ -135,7 +126,7 @@ def batch_loss(inputs: StepInputs, batch: list[Sample], epoch: int, index: int) 
     generator = rng.step_noise(tr.seed, epoch, index)
     torch.manual_seed(rng.dropout_seed(tr.seed, epoch, index, acc.process_index))
 
-    captions = [batch_captions(inputs, batch, epoch, rules)[i] for i in rows]
+    captions = [batch_captions(inputs, batch, epoch, rules, steps_before(inputs.plan, epoch, index))[i] for i in rows]
     own = batch_latents(inputs, batch, epoch, index, rows)
     latents = torch.zeros((len(batch), *own.shape[1:]), dtype=own.dtype)
     latents[rows] = own  # other processes' rows stay zero: only their random draws matter here
@@ -152,7 +143,10 @@ def batch_loss(inputs: StepInputs, batch: list[Sample], epoch: int, index: int) 
     )
     timesteps = sample_timesteps(len(batch), tr.min_timestep, tr.max_timestep, generator)
     alphas = inputs.alphas_cumprod
-    noisy = make_noisy_latents(latents, noise, timesteps, alphas, generator, ip_noise_gamma=tr.ip_noise_gamma)
+    noisy = make_noisy_latents(
+        latents, noise, timesteps, alphas, generator,
+        ip_noise_gamma=tr.ip_noise_gamma, ip_noise_gamma_random_strength=tr.ip_noise_gamma_random_strength,
+    )
     target = v_target(latents, noise, timesteps, alphas) if inputs.v_prediction else noise
 
     noisy, target, timesteps = noisy[rows].to(device), target[rows].to(device), timesteps[rows].to(device)

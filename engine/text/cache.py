@@ -15,12 +15,13 @@ ones a step would have computed, bit for bit.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from engine.config.schema import ModelConfig, TrainConfig, TrainOn
-from engine.data.captions import process_caption
+from engine.data.captions import apply_rules
+from engine.data.subsets import all_caption_rules
 from engine.events import Phase
 from engine.text.encoding import Conditioning, encode, tokenize
 
@@ -50,10 +51,15 @@ def cache_blocker(cfg: TrainConfig) -> str | None:
     ds = cfg.dataset
     if cfg.network.train_on != TrainOn.UNET_ONLY:
         return f"the text encoder trains (network.train_on={cfg.network.train_on.value})"
-    if ds.shuffle_caption:
+    rules = all_caption_rules(cfg)
+    if any(r.shuffle for r in rules):
         return "dataset.shuffle_caption reorders the tags at every use"
-    if ds.caption_tag_dropout_rate > 0:
+    if any(r.tag_dropout_rate > 0 for r in rules):
         return "dataset.caption_tag_dropout_rate drops tags at every use"
+    if any(r.wildcard for r in rules):
+        return "dataset.enable_wildcard picks a caption variant at every use"
+    if any(r.token_warmup_step > 0 for r in rules):
+        return "dataset.token_warmup_step lengthens the captions step by step"
     if ds.weighted_captions:
         return "dataset.weighted_captions encodes captions with per-token weights"
     return None
@@ -62,13 +68,16 @@ def cache_blocker(cfg: TrainConfig) -> str | None:
 def captions_to_cache(cfg: TrainConfig, plan, captions: dict) -> list[str]:
     """Every text a step can ask for (sorted): each image's caption as processed, and "" when a
     caption dropout is on. Only meaningful when `cache_blocker(cfg)` is None (no per-use rules)."""
-    ds = cfg.dataset
-    texts = {
-        # no per-use rule is on, so the rng is never drawn from and any epoch gives the same text
-        process_caption(captions[item.record.path], epoch=1, rng=random.Random(0), keep_tokens=ds.keep_tokens)
-        for item in plan.items
-    }
-    if ds.caption_dropout_rate > 0 or ds.caption_dropout_every_n_epochs > 0:
+    texts = set()
+    dropout = False
+    for item in plan.items:
+        rules = item.record.rules
+        # no per-use rule is on: only the dropout draws from the rng, and a kept caption is the same
+        # text at any epoch, so it is processed with dropout off and "" is added for the drops
+        fixed = replace(rules, dropout_rate=0.0, dropout_every_n_epochs=0)
+        texts.add(apply_rules(captions[item.record.path], fixed, epoch=1, rng=random.Random(0)))
+        dropout = dropout or rules.dropout_rate > 0 or rules.dropout_every_n_epochs > 0
+    if dropout:
         texts.add("")
     return sorted(texts)
 
