@@ -28,6 +28,7 @@ from engine.data.plan import RunPlan, epoch_batches
 from engine.errors import TrainingError
 from engine.events import Phase, Reporter, RunResult, RunStatus, StepStats, StopSignal
 from engine.network.max_norm import apply_max_norm
+from engine.network.self_check import SavedFileCheck
 from engine.run.cadence import (
     epoch_save_due,
     loss_read_due,
@@ -93,7 +94,10 @@ def run_loop(session: Session, stop: StopSignal, started: float) -> RunResult:
     """The loop of a prepared session: epochs of global batches, until the planned step count."""
     cfg, plan, acc, reporter = session.cfg, session.plan, session.accelerator, session.reporter
     seed, total = cfg.training.seed, plan.total_steps
-    saver = Saver(cfg, session.run_dir, session.network, session.optimizer, session.scheduler, session.metadata, acc, reporter)
+    saver = Saver(
+        cfg, session.run_dir, session.network, session.optimizer, session.scheduler, session.metadata, acc, reporter,
+        check=SavedFileCheck(session.model),
+    )
     meter = LossMeter()
     text_encoder_stop = text_encoder_stop_step(cfg.training, total)
     files = list(session.extra_files)
