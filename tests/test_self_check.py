@@ -136,3 +136,15 @@ def test_a_run_whose_file_does_not_fit_fails_with_the_file_named(tmp_path, monke
     assert "buggy.safetensors does not fit the base model builtin:demo" in message
     assert "lora_unet_mid_block_attentions_0_proj_output: no layer of the base model has this name" in message
     assert [p.name for p in reporter.saved_files] == ["buggy.safetensors"]  # kept, and reported saved
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_inf_are_found_in_every_save_precision(tiny, dtype, value):
+    index = base_weight_index(tiny[ModelFamily.SD1])
+    tensors = {k: v.to(dtype) for k, v in network_tensors(tiny[ModelFamily.SD1]).items()}
+    assert check_lora_tensors(tensors, index) == []
+    key = "lora_te_text_model_encoder_layers_1_mlp_fc1.lora_down.weight"
+    tensors[key] = tensors[key].clone()
+    tensors[key][2, 5] = value
+    assert check_lora_tensors(tensors, index) == [f"{key}: holds NaN or Inf values"]
