@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.events import Outcome, RunStatus
+from wizard import sweep_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("config", type=Path)
     replay.add_argument("--output", type=Path, help="output folder instead of the config's saving.output_folder")
     replay.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
+    sweep_cmd.add_arguments(replay)
     queue = sub.add_parser(
         "queue",
         help="train several configs in order, checked first; recorded in a journal so --resume carries on after a crash",
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None, *, trainer=None) -> int:
             return _interactive(console, trainer)
         if args.command == "queue":
             return _queue(console, args, trainer)
+        sweep_cmd.refuse_name_without_sweep(args)
+        if sweep_cmd.wants_sweep(args):
+            return sweep_cmd.run_sweep(console, args, trainer, train_runs=_train_runs, queue=_queue)
         runs = _collect_runs(args)
         return _train_runs(console, runs, trainer, dry_run=getattr(args, "dry_run", False))
     except LoraWizardError as exc:
@@ -100,11 +105,11 @@ def main(argv: list[str] | None = None, *, trainer=None) -> int:
 
 def _collect_runs(args) -> list[tuple[str, object]]:
     """demo and replay: one config, no journal."""
-    from engine.queue.policy import demo_config, load_one
+    from engine.queue.policy import demo_config
 
     if args.command == "demo":
         return [("demo", demo_config(args.output))]
-    return load_one(args.config, args.output)
+    return sweep_cmd.changed_runs(args)
 
 
 def _interactive(console: Console, trainer) -> int:
