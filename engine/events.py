@@ -58,6 +58,7 @@ class RunResult:
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the run did beyond its config (an out-of-memory retry)
 
 
 class Reporter(Protocol):

@@ -260,6 +260,8 @@ class _QueueConsole:
             self.console.print(f"[{colour}]{what}:[/] {escape(entry.reason or '')}", highlight=False)
             return
         self.console.print(f"[green]{result.status}[/]: {result.steps}/{result.total_steps} steps in {result.seconds:.1f} s")
+        for note in result.notes:
+            self.console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
         for f in result.files:
             self.console.print(f"  {escape(str(f))}", highlight=False)
         loras = [f for f in result.files if f.suffix in (".safetensors", ".ckpt", ".pt")]
@@ -277,7 +279,7 @@ def summary_table(journal, ran_now: set[int]) -> Table:
         state = entry.state.value
         result = f"[{colours.get(state, 'white')}]{state}[/]" + ("" if id(entry) in ran_now else " (earlier)")
         files = [entry.run_dir or ""] + [f"  {Path(f).name}" for f in entry.files]
-        output = "\n".join([*files, entry.reason] if entry.reason else files)
+        output = "\n".join([*files, *([entry.reason] if entry.reason else []), *entry.notes])
         steps = f"{entry.steps}/{entry.total_steps}" if entry.total_steps else "-"
         table.add_row(escape(entry.name), result, f"{entry.seconds:.0f} s", steps, escape(output))
     return table

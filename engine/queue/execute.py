@@ -80,6 +80,7 @@ def _run_entry(
     run_dir = folder.path
     entry.state, entry.reason, entry.run_dir, entry.files = RunState.RUNNING, None, str(run_dir), []
     entry.steps, entry.total_steps, entry.seconds, entry.finished = 0, run.plan.total_steps, 0.0, None
+    entry.notes = []
     entry.attempts += 1
     entry.started = now()
     journal.save()
@@ -105,6 +106,7 @@ def _run_entry(
         _finish(entry, RunState(result.status), result.error, started)
         entry.files = [str(f) for f in result.files]
         entry.steps = result.steps
+        entry.notes = list(result.notes)
         if result.status == RunState.INTERRUPTED:
             entry.reason = f"stopped after step {result.steps} of {result.total_steps}; the LoRA so far is saved"
     journal.save()
