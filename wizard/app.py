@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.events import Outcome, RunStatus
-from wizard import sweep_cmd
+from wizard import sweep_cmd, time_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,11 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="train the built-in demo model on the sample dataset, no questions")
     demo.add_argument("--output", type=Path, help="output folder (default: output)")
+    time_cmd.add_arguments(demo)
     replay = sub.add_parser("replay", help="train a saved config JSON, no questions")
     replay.add_argument("config", type=Path)
     replay.add_argument("--output", type=Path, help="output folder instead of the config's saving.output_folder")
     replay.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
     sweep_cmd.add_arguments(replay)
+    time_cmd.add_arguments(replay)
     queue = sub.add_parser(
         "queue",
         help="train several configs in order, checked first; recorded in a journal so --resume carries on after a crash",
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     queue.add_argument("--output", type=Path, help="output folder for every run")
     queue.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
+    time_cmd.add_arguments(queue)
     queue.add_argument(
         "--resume", action="store_true", help="carry on with the last queue (of --folder DIR, else of this folder): skip done runs, retry interrupted ones"
     )
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None, *, trainer=None) -> int:
         if sweep_cmd.wants_sweep(args):
             return sweep_cmd.run_sweep(console, args, trainer, train_runs=_train_runs, queue=_queue)
         runs = _collect_runs(args)
-        return _train_runs(console, runs, trainer, dry_run=getattr(args, "dry_run", False))
+        return _train_runs(console, runs, trainer, dry_run=getattr(args, "dry_run", False), timing=time_cmd.options(args))
     except LoraWizardError as exc:
         # errors are shown by every process: the failing one may not be the main one
         errors = console if is_main_process() else Console(stderr=True, soft_wrap=True)
@@ -113,6 +116,7 @@ def _collect_runs(args) -> list[tuple[str, object]]:
 
 
 def _interactive(console: Console, trainer) -> int:
+    from prompts import load_prompts
     from wizard.flow import WizardCancelled, run_interactive
 
     try:
@@ -121,7 +125,8 @@ def _interactive(console: Console, trainer) -> int:
         return Outcome.CANCELLED
     if outcome.action != "train":
         return Outcome.OK
-    return _train_runs(console, [("wizard", cfg) for cfg in outcome.configs], trainer, dry_run=False)
+    timing = time_cmd.TimeOptions(finish_by=time_cmd.ask_finish_by(load_prompts("en")))
+    return _train_runs(console, [("wizard", cfg) for cfg in outcome.configs], trainer, dry_run=False, timing=timing)
 
 
 def plan_table(planned) -> Table:
@@ -161,14 +166,16 @@ def _show_plan(console: Console, planned) -> None:
     console.print(plan_table(planned))
 
 
-def _train_runs(console: Console, runs, trainer, *, dry_run: bool) -> int:
+def _train_runs(console: Console, runs, trainer, *, dry_run: bool, timing: time_cmd.TimeOptions = time_cmd.TimeOptions()) -> int:
     """demo, replay and the wizard's runs: checked together, trained in order, no journal."""
     from engine.queue.policy import in_memory_queue
     from engine.queue.preflight import preflight
     from engine.run.distributed import launched_processes
 
     planned = preflight(runs, launched_processes())  # the step count of the process count launched
+    planned, times = time_cmd.timed(console, planned, timing)  # estimates; --finish-by picks the epochs
     _show_plan(console, planned)
+    console.print(times)
     if dry_run:
         return Outcome.OK
     journal, queued = in_memory_queue(planned)
@@ -194,9 +201,11 @@ def _queue(console: Console, args, trainer) -> int:
             then = "dry run, nothing is recorded" if args.dry_run else "they are recorded failed and the others train"
             title = f"{checked.title} (--skip-invalid: {then})"
             console.print(f"[red]error:[/] {escape(problems_message(title, checked.problems))}", highlight=False)
-        planned = [run for _, run in checked.runs]
+        planned, times = time_cmd.timed(console, [run for _, run in checked.runs], time_cmd.options(args))
+        checked.runs = [(entry, run) for (entry, _), run in zip(checked.runs, planned)]
         if planned:
             _show_plan(console, planned)
+            console.print(times)
         if args.dry_run:
             return Outcome.BAD_INPUT if checked.invalid else Outcome.OK
         if not planned:

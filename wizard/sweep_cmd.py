@@ -13,6 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from wizard import time_cmd
+
 
 def add_arguments(replay: argparse.ArgumentParser) -> None:
     replay.add_argument(
@@ -54,7 +56,7 @@ def run_sweep(console: Console, args, trainer, *, train_runs: Callable[..., int]
     )
     console.print(f"sweep of {args.config}: {len(points)} run{'s' if len(points) != 1 else ''}", highlight=False)
     if args.dry_run:
-        code = train_runs(console, [(p.name, p.config) for p in points], trainer, dry_run=True)
+        code = train_runs(console, [(p.name, p.config) for p in points], trainer, dry_run=True, timing=time_cmd.options(args))
         console.print(
             escape(f"dry run: nothing written; without --dry-run the runs are queued in {Path(args.config).stem}-sweep-<time>/ beside the config"),
             highlight=False,
@@ -63,7 +65,10 @@ def run_sweep(console: Console, args, trainer, *, train_runs: Callable[..., int]
     folder = sweep_folder(args.config)
     write_grid(points, folder)
     console.print(escape(f"the sweep's configs are in {folder}; `lora-wizard queue --folder {folder} --resume` carries on after a stop"), highlight=False)
-    queue_args = argparse.Namespace(folder=folder, configs=[], output=None, resume=False, dry_run=False, skip_invalid=False)
+    queue_args = argparse.Namespace(
+        folder=folder, configs=[], output=None, resume=False, dry_run=False, skip_invalid=False,
+        finish_by=args.finish_by, measure=args.measure,
+    )
     return queue(console, queue_args, trainer)
 
 
