@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.events import Outcome, RunStatus
-from wizard import sweep_cmd, time_cmd
+from wizard import report_cmd, sweep_cmd, time_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,12 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train the built-in demo model on the sample dataset, no questions")
     demo.add_argument("--output", type=Path, help="output folder (default: output)")
     time_cmd.add_arguments(demo)
+    report_cmd.add_arguments(demo)
     replay = sub.add_parser("replay", help="train a saved config JSON, no questions")
     replay.add_argument("config", type=Path)
     replay.add_argument("--output", type=Path, help="output folder instead of the config's saving.output_folder")
     replay.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
     sweep_cmd.add_arguments(replay)
     time_cmd.add_arguments(replay)
+    report_cmd.add_arguments(replay)
     queue = sub.add_parser(
         "queue",
         help="train several configs in order, checked first; recorded in a journal so --resume carries on after a crash",
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--output", type=Path, help="output folder for every run")
     queue.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
     time_cmd.add_arguments(queue)
+    report_cmd.add_arguments(queue)
     queue.add_argument(
         "--resume", action="store_true", help="carry on with the last queue (of --folder DIR, else of this folder): skip done runs, retry interrupted ones"
     )
@@ -95,7 +98,9 @@ def main(argv: list[str] | None = None, *, trainer=None) -> int:
         if sweep_cmd.wants_sweep(args):
             return sweep_cmd.run_sweep(console, args, trainer, train_runs=_train_runs, queue=_queue)
         runs = _collect_runs(args)
-        return _train_runs(console, runs, trainer, dry_run=getattr(args, "dry_run", False), timing=time_cmd.options(args))
+        return _train_runs(
+            console, runs, trainer, dry_run=getattr(args, "dry_run", False), timing=time_cmd.options(args), report=report_cmd.wanted(args)
+        )
     except LoraWizardError as exc:
         # errors are shown by every process: the failing one may not be the main one
         errors = console if is_main_process() else Console(stderr=True, soft_wrap=True)
@@ -166,7 +171,9 @@ def _show_plan(console: Console, planned) -> None:
     console.print(plan_table(planned))
 
 
-def _train_runs(console: Console, runs, trainer, *, dry_run: bool, timing: time_cmd.TimeOptions = time_cmd.TimeOptions()) -> int:
+def _train_runs(
+    console: Console, runs, trainer, *, dry_run: bool, timing: time_cmd.TimeOptions = time_cmd.TimeOptions(), report: bool = True
+) -> int:
     """demo, replay and the wizard's runs: checked together, trained in order, no journal."""
     from engine.queue.policy import in_memory_queue
     from engine.queue.preflight import preflight
@@ -179,7 +186,7 @@ def _train_runs(console: Console, runs, trainer, *, dry_run: bool, timing: time_
     if dry_run:
         return Outcome.OK
     journal, queued = in_memory_queue(planned)
-    return _execute(console, journal, queued, trainer, resume_hint=None)
+    return _execute(console, journal, queued, trainer, resume_hint=None, report=report)
 
 
 def _queue(console: Console, args, trainer) -> int:
@@ -211,10 +218,10 @@ def _queue(console: Console, args, trainer) -> int:
         if not planned:
             console.print("nothing left to train in this queue")
         hint = f"lora-wizard queue {f'--folder {journal.folder} ' if journal.folder else ''}--resume"
-        return _execute(console, journal, checked.runs, trainer, resume_hint=hint, invalid=checked.invalid)
+        return _execute(console, journal, checked.runs, trainer, resume_hint=hint, invalid=checked.invalid, report=report_cmd.wanted(args))
 
 
-def _execute(console: Console, journal, runs, trainer, *, resume_hint: str | None, invalid=()) -> int:
+def _execute(console: Console, journal, runs, trainer, *, resume_hint: str | None, invalid=(), report: bool = True) -> int:
     """Run the queue with Ctrl-C handling, then print the summary. First Ctrl-C (or SIGTERM, as at
     shutdown): finish the step, save `<name>-interrupted`, stop the queue. Second: leave at once.
     `invalid`: (entry, problems) of runs that preflight refused (--skip-invalid), recorded failed."""
@@ -233,7 +240,7 @@ def _execute(console: Console, journal, runs, trainer, *, resume_hint: str | Non
 
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run_queue(journal, runs, _QueueConsole(console), stop, invalid, default_trainer if trainer is None else trainer)
+        run_queue(journal, runs, _QueueConsole(console), stop, invalid, default_trainer if trainer is None else trainer, report=report)
     except KeyboardInterrupt:
         if resume_hint:
             console.print(escape(f"the queue is recorded in {journal.path}; `{resume_hint}` carries on"), highlight=False)

@@ -67,7 +67,7 @@ def run_sweep(console: Console, args, trainer, *, train_runs: Callable[..., int]
     console.print(escape(f"the sweep's configs are in {folder}; `lora-wizard queue --folder {folder} --resume` carries on after a stop"), highlight=False)
     queue_args = argparse.Namespace(
         folder=folder, configs=[], output=None, resume=False, dry_run=False, skip_invalid=False,
-        finish_by=args.finish_by, measure=args.measure,
+        finish_by=args.finish_by, measure=args.measure, no_report=args.no_report,
     )
     return queue(console, queue_args, trainer)
 
