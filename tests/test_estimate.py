@@ -14,7 +14,16 @@ from engine.config.schema import TrainConfig
 from engine.errors import ConfigError
 from engine.events import Outcome, SilentReporter
 from engine.queue import budget
-from engine.queue.estimate import Basis, Estimate, StepKey, StepTime, StepTimes, estimate, finish_times, human_duration
+from engine.queue.estimate import (
+    Basis,
+    Estimate,
+    StepKey,
+    StepTime,
+    StepTimes,
+    estimate,
+    finish_times,
+    human_duration,
+)
 from engine.queue.measure import key_of, measure_run, seconds_per_step
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one
@@ -33,7 +42,7 @@ def _own_cache(tmp_path, monkeypatch):
 
 
 def key(**changes) -> StepKey:
-    base = dict(family="sd1", width=512, height=512, batch=2, device="GPU X", network="lora", checkpointing=False, precision="fp16")
+    base = {"family": "sd1", "width": 512, "height": 512, "batch": 2, "device": "GPU X", "network": "lora", "checkpointing": False, "precision": "fp16"}
     return StepKey(**(base | changes))
 
 
@@ -207,6 +216,25 @@ def test_a_run_of_a_new_kind_measures_itself_once(tmp_path):
 
 def test_measure_times_the_loops_own_step_after_warm_up(tmp_path):
     ticks = iter(range(1000))
-    clock = lambda: 0.5 * next(ticks)  # noqa: E731 - every reading half a second after the last
+    clock = lambda: 0.5 * next(ticks)
     kept = measure_run(small_run(tmp_path), clock=clock)
     assert (kept.seconds_per_batch, kept.setup_seconds, kept.how) == (0.5, 0.5, "measure")
+
+
+@pytest.mark.parametrize("typed, verdict, answer", [("07:00", True, "07:00"), ("", True, None), ("7h", "bad", None), ("24:00", "bad", None)])
+def test_the_wizard_asks_for_a_finish_time(monkeypatch, typed, verdict, answer):
+    from wizard import time_cmd
+
+    seen = {}
+
+    class Prompt:
+        def unsafe_ask(self):
+            return typed if verdict is True else ""
+
+    def text(message, validate):
+        seen["message"], seen["verdict"] = message, validate(typed)
+        return Prompt()
+
+    monkeypatch.setattr("questionary.text", text)
+    got = time_cmd.ask_finish_by({"budget": {"finish_by": "Finish by?", "bad_time": "bad"}})
+    assert seen == {"message": "Finish by?", "verdict": verdict} and got == answer

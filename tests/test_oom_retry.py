@@ -167,8 +167,10 @@ def test_a_real_run_retries_from_its_last_state(tmp_path, one_bucket, monkeypatc
     assert injected == [(2, 0)]
     assert result.status == "done" and (result.steps, result.total_steps) == (6, 6)
     assert result.notes == [
-        "out of memory at batch 2: retried with batch 1 and gradient accumulation 2 "
-        "(effective batch 2 and 6 steps as planned), from oom-000001-state (step 2)"
+        (
+            "out of memory at batch 2: retried with batch 1 and gradient accumulation 2 "
+            "(effective batch 2 and 6 steps as planned), from oom-000001-state (step 2)"
+        )
     ]
     assert any("epoch 2, step 2 of 6" in n for n in reporter.notices)
     assert [s.step for s in reporter.steps] == [1, 2, 3, 4, 5, 6]  # the retry goes on from step 3

@@ -24,7 +24,14 @@ from engine.queue.sweep import (
     split_values,
     write_grid,
 )
-from tests.test_queue import Recording, fake_train, journal, run_cli, write_config, write_dataset
+from tests.test_queue import (
+    Recording,
+    fake_train,
+    journal,
+    run_cli,
+    write_config,
+    write_dataset,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -172,7 +172,7 @@ def _show_plan(console: Console, planned) -> None:
 
 
 def _train_runs(
-    console: Console, runs, trainer, *, dry_run: bool, timing: time_cmd.TimeOptions = time_cmd.TimeOptions(), report: bool = True
+    console: Console, runs, trainer, *, dry_run: bool, timing: time_cmd.TimeOptions | None = None, report: bool = True
 ) -> int:
     """demo, replay and the wizard's runs: checked together, trained in order, no journal."""
     from engine.queue.policy import in_memory_queue
@@ -180,7 +180,7 @@ def _train_runs(
     from engine.run.distributed import launched_processes
 
     planned = preflight(runs, launched_processes())  # the step count of the process count launched
-    planned, times = time_cmd.timed(console, planned, timing)  # estimates; --finish-by picks the epochs
+    planned, times = time_cmd.timed(console, planned, timing or time_cmd.TimeOptions())  # estimates; --finish-by picks the epochs
     _show_plan(console, planned)
     console.print(times)
     if dry_run:

@@ -47,7 +47,15 @@ def changed_runs(args) -> list[tuple[str, object]]:
 def run_sweep(console: Console, args, trainer, *, train_runs: Callable[..., int], queue: Callable[..., int]) -> int:
     """Expand the grid; show it (dry run) or write it as a folder and train it as a queue."""
     from engine.queue.policy import load_one
-    from engine.queue.sweep import DEFAULT_TEMPLATE, base_name_of, expand, parse_sets, parse_sweeps, sweep_folder, write_grid
+    from engine.queue.sweep import (
+        DEFAULT_TEMPLATE,
+        base_name_of,
+        expand,
+        parse_sets,
+        parse_sweeps,
+        sweep_folder,
+        write_grid,
+    )
 
     (_, cfg), = load_one(args.config, args.output)
     points = expand(

@@ -192,10 +192,8 @@ def _delta_problem(out: int, flat_in: int, weight: LayerWeight) -> list[str]:
     want = weight.in_features * math.prod(weight.kernel)
     if (out, flat_in) == (weight.out_features, want):
         return []
-    return [
-        f"its update is {out}x{flat_in} but the layer {weight.key} is {weight.out_features}x{want} "
-        f"({weight.out_features} out, {weight.in_features} in{_kernel_text(weight.kernel)})"
-    ]
+    shape = f"{weight.out_features} out, {weight.in_features} in{_kernel_text(weight.kernel)}"
+    return [f"its update is {out}x{flat_in} but the layer {weight.key} is {weight.out_features}x{want} ({shape})"]
 
 
 def _kernel_text(kernel: tuple[int, ...]) -> str:

@@ -25,7 +25,13 @@ from engine.data.plan import RunPlan, make_plan
 from engine.errors import ConfigError, TrainingError
 from engine.events import Reporter, RunResult, StopSignal
 from engine.queue.preflight import PlannedRun
-from engine.run.state import STATE_FILE, STATE_VERSION, Position, latest_state, read_position
+from engine.run.state import (
+    STATE_FILE,
+    STATE_VERSION,
+    Position,
+    latest_state,
+    read_position,
+)
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,11 @@ def retry_smaller(
     state there (else the state the attempt started from, else the start) with a smaller batch.
     No smaller batch, or out of memory again: a TrainingError with the advice."""
     from engine.config.io import save_config
-    from engine.queue.runner import is_out_of_memory, out_of_memory_advice, release_memory
+    from engine.queue.runner import (
+        is_out_of_memory,
+        out_of_memory_advice,
+        release_memory,
+    )
 
     derived = smaller_batch(planned)
     if isinstance(derived, str):

@@ -27,6 +27,12 @@ pre { background: #f6f6f6; padding: 10px; overflow: auto; }
 """
 
 
+HINT = (
+    "<p class=\"hint\">One row per saved LoRA. Each prompt at LoRA strength 0 (the base model: the same image in "
+    "every row), 0.5 and 1.0, with the prompt's fixed seed, so a column compares the epochs.</p>"
+)
+
+
 def page(cfg: TrainConfig, plan: RunPlan, result: RunResult, sheet: Sheet, curve) -> str:
     name = cfg.saving.output_name or "last"
     minutes = f"{result.seconds / 60:.1f} min" if result.seconds >= 60 else f"{result.seconds:.0f} s"
@@ -36,8 +42,7 @@ def page(cfg: TrainConfig, plan: RunPlan, result: RunResult, sheet: Sheet, curve
         f"<h1>{escape(name)}: contact sheet</h1>",
         f"<p class=\"facts\">{escape(str(result.run_dir))} &middot; {result.steps} steps &middot; {minutes} &middot; {escape(cfg.model.base_model)}</p>",
         "<h2>Samples</h2>",
-        "<p class=\"hint\">One row per saved LoRA. Each prompt at LoRA strength 0 (the base model: the same image in "
-        "every row), 0.5 and 1.0, with the prompt's fixed seed, so a column compares the epochs.</p>",
+        HINT,
         grid_table(sheet),
         "<h2>Loss</h2>",
         _image_tag(png_bytes(curve), "image/png", "the loss curve") if curve is not None else "<p class=\"hint\">Too few loss reads to draw a curve.</p>",
