@@ -203,3 +203,8 @@ def test_a_sweep_trains_as_a_folder_queue_and_resumes(config, capsys):
 def test_name_needs_a_sweep(config, capsys):
     code, out = run_cli(capsys, "replay", config, "--name", "{index}")
     assert code == Outcome.BAD_INPUT and "--name names the runs of a --sweep" in out
+
+
+def test_a_set_output_name_names_the_grid(config, capsys):
+    code, out = run_cli(capsys, "replay", config, "--set", "saving.output_name=hero", "--sweep", "network.dim=4,8", "--dry-run")
+    assert code == Outcome.OK and "hero-dim=4" in out and "hero-dim=8" in out and "mychar-dim" not in out

@@ -49,6 +49,7 @@ def run_sweep(console: Console, args, trainer, *, train_runs: Callable[..., int]
     from engine.queue.policy import load_one
     from engine.queue.sweep import (
         DEFAULT_TEMPLATE,
+        apply_changes,
         base_name_of,
         expand,
         parse_sets,
@@ -58,9 +59,10 @@ def run_sweep(console: Console, args, trainer, *, train_runs: Callable[..., int]
     )
 
     (_, cfg), = load_one(args.config, args.output)
+    sets = parse_sets(args.set)
+    named = apply_changes(cfg, sets, f"{args.config} with --set") if sets else cfg  # a --set output_name names the grid
     points = expand(
-        cfg, parse_sets(args.set), parse_sweeps(args.sweep),
-        base_name=base_name_of(cfg, args.config), template=args.name or DEFAULT_TEMPLATE,
+        cfg, sets, parse_sweeps(args.sweep), base_name=base_name_of(named, args.config), template=args.name or DEFAULT_TEMPLATE
     )
     console.print(f"sweep of {args.config}: {len(points)} run{'s' if len(points) != 1 else ''}", highlight=False)
     if args.dry_run:
