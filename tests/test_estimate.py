@@ -238,3 +238,13 @@ def test_the_wizard_asks_for_a_finish_time(monkeypatch, typed, verdict, answer):
     monkeypatch.setattr("questionary.text", text)
     got = time_cmd.ask_finish_by({"budget": {"finish_by": "Finish by?", "bad_time": "bad"}})
     assert seen == {"message": "Finish by?", "verdict": verdict} and got == answer
+
+
+def test_measure_on_the_command_line_fills_the_plan(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data")
+    config = write_config(tmp_path / "q", "m", data, tmp_path / "out", training={"max_steps": 4})
+    code, out = run_cli(capsys, "replay", config, "--measure", "--dry-run")
+    assert code == Outcome.OK and "measuring the step time of m.json" in out
+    assert "not measured yet" not in out and "measured" in out and "the queue ends about" in out
+    (kept,) = StepTimes.load().entries.values()
+    assert kept.how == "measure" and not (tmp_path / "out").exists()  # a dry run trains nothing
