@@ -9,8 +9,9 @@ never imports the UI; importing it does not import torch (a run does, when it st
     code = outcome(runs, (), stopped=False)     # Outcome: the exit code a script can trust
 
 Inside: config/ (schema, files, rulebook), data/ (folders, buckets, plan, latents), text/, models/,
-network/ (kohya LoRA/LoCon), run/ (one training run), queue/ (preflight, journal, runner), prep/
-(dataset tools).
+network/ (kohya LoRA/LoCon; self_check.py: each saved file against its base model), run/ (one
+training run), queue/ (preflight, journal, runner; sweeps, estimates and the time budget, the
+out-of-memory retry), report/ (the contact sheet after a run), prep/ (dataset tools).
 """
 
 from engine.config.io import load_config, read_config, save_config

@@ -58,6 +58,8 @@ class RunResult:
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the run did beyond its config (an out-of-memory retry)
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since the last read), as read
 
 
 class Reporter(Protocol):

@@ -21,6 +21,10 @@ def test_demo_trains_and_says_where_the_files_are(tmp_path, capsys):
     assert code == Outcome.OK
     assert (tmp_path / "demo" / "run1" / "last.safetensors").is_file()
     assert "last.safetensors" in out and "done" in out
+    # its contact sheet (tests/test_report.py): the one LoRA at 3 strengths, the default prompt
+    html = (tmp_path / "demo" / "run1" / "last-report.html").read_text(encoding="utf-8")
+    assert html.count("data:image/jpeg;base64,") == 3 and "shapes" in html
+    assert (tmp_path / "demo" / "run1" / "last-report.png").is_file() and "last-report.html" in out
 
 
 def test_replay_of_the_saved_config_trains_the_same_lora(tmp_path, capsys):

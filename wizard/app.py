@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.events import Outcome, RunStatus
+from wizard import report_cmd, sweep_cmd, time_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,10 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", help="train the built-in demo model on the sample dataset, no questions")
     demo.add_argument("--output", type=Path, help="output folder (default: output)")
+    time_cmd.add_arguments(demo)
+    report_cmd.add_arguments(demo)
     replay = sub.add_parser("replay", help="train a saved config JSON, no questions")
     replay.add_argument("config", type=Path)
     replay.add_argument("--output", type=Path, help="output folder instead of the config's saving.output_folder")
     replay.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
+    sweep_cmd.add_arguments(replay)
+    time_cmd.add_arguments(replay)
+    report_cmd.add_arguments(replay)
     queue = sub.add_parser(
         "queue",
         help="train several configs in order, checked first; recorded in a journal so --resume carries on after a crash",
@@ -46,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     queue.add_argument("--output", type=Path, help="output folder for every run")
     queue.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
+    time_cmd.add_arguments(queue)
+    report_cmd.add_arguments(queue)
     queue.add_argument(
         "--resume", action="store_true", help="carry on with the last queue (of --folder DIR, else of this folder): skip done runs, retry interrupted ones"
     )
@@ -94,8 +102,13 @@ def main(argv: list[str] | None = None, *, trainer=None) -> int:
             return _queue(console, args, trainer)
         if args.command == "export":
             return _export(console, args)
+        sweep_cmd.refuse_name_without_sweep(args)
+        if sweep_cmd.wants_sweep(args):
+            return sweep_cmd.run_sweep(console, args, trainer, train_runs=_train_runs, queue=_queue)
         runs = _collect_runs(args)
-        return _train_runs(console, runs, trainer, dry_run=getattr(args, "dry_run", False))
+        return _train_runs(
+            console, runs, trainer, dry_run=getattr(args, "dry_run", False), timing=time_cmd.options(args), report=report_cmd.wanted(args)
+        )
     except LoraWizardError as exc:
         # errors are shown by every process: the failing one may not be the main one
         errors = console if is_main_process() else Console(stderr=True, soft_wrap=True)
@@ -108,11 +121,11 @@ def main(argv: list[str] | None = None, *, trainer=None) -> int:
 
 def _collect_runs(args) -> list[tuple[str, object]]:
     """demo and replay: one config, no journal."""
-    from engine.queue.policy import demo_config, load_one
+    from engine.queue.policy import demo_config
 
     if args.command == "demo":
         return [("demo", demo_config(args.output))]
-    return load_one(args.config, args.output)
+    return sweep_cmd.changed_runs(args)
 
 
 def _export(console: Console, args) -> int:
@@ -130,6 +143,7 @@ def _export(console: Console, args) -> int:
 
 
 def _interactive(console: Console, trainer) -> int:
+    from prompts import load_prompts
     from wizard.flow import WizardCancelled, run_interactive
 
     try:
@@ -138,7 +152,8 @@ def _interactive(console: Console, trainer) -> int:
         return Outcome.CANCELLED
     if outcome.action != "train":
         return Outcome.OK
-    return _train_runs(console, [("wizard", cfg) for cfg in outcome.configs], trainer, dry_run=False)
+    timing = time_cmd.TimeOptions(finish_by=time_cmd.ask_finish_by(load_prompts("en")))
+    return _train_runs(console, [("wizard", cfg) for cfg in outcome.configs], trainer, dry_run=False, timing=timing)
 
 
 def plan_table(planned) -> Table:
@@ -178,18 +193,22 @@ def _show_plan(console: Console, planned) -> None:
     console.print(plan_table(planned))
 
 
-def _train_runs(console: Console, runs, trainer, *, dry_run: bool) -> int:
+def _train_runs(
+    console: Console, runs, trainer, *, dry_run: bool, timing: time_cmd.TimeOptions | None = None, report: bool = True
+) -> int:
     """demo, replay and the wizard's runs: checked together, trained in order, no journal."""
     from engine.queue.policy import in_memory_queue
     from engine.queue.preflight import preflight
     from engine.run.distributed import launched_processes
 
     planned = preflight(runs, launched_processes())  # the step count of the process count launched
+    planned, times = time_cmd.timed(console, planned, timing or time_cmd.TimeOptions())  # estimates; --finish-by picks the epochs
     _show_plan(console, planned)
+    console.print(times)
     if dry_run:
         return Outcome.OK
     journal, queued = in_memory_queue(planned)
-    return _execute(console, journal, queued, trainer, resume_hint=None)
+    return _execute(console, journal, queued, trainer, resume_hint=None, report=report)
 
 
 def _queue(console: Console, args, trainer) -> int:
@@ -211,18 +230,20 @@ def _queue(console: Console, args, trainer) -> int:
             then = "dry run, nothing is recorded" if args.dry_run else "they are recorded failed and the others train"
             title = f"{checked.title} (--skip-invalid: {then})"
             console.print(f"[red]error:[/] {escape(problems_message(title, checked.problems))}", highlight=False)
-        planned = [run for _, run in checked.runs]
+        planned, times = time_cmd.timed(console, [run for _, run in checked.runs], time_cmd.options(args))
+        checked.runs = [(entry, run) for (entry, _), run in zip(checked.runs, planned)]
         if planned:
             _show_plan(console, planned)
+            console.print(times)
         if args.dry_run:
             return Outcome.BAD_INPUT if checked.invalid else Outcome.OK
         if not planned:
             console.print("nothing left to train in this queue")
         hint = f"lora-wizard queue {f'--folder {journal.folder} ' if journal.folder else ''}--resume"
-        return _execute(console, journal, checked.runs, trainer, resume_hint=hint, invalid=checked.invalid)
+        return _execute(console, journal, checked.runs, trainer, resume_hint=hint, invalid=checked.invalid, report=report_cmd.wanted(args))
 
 
-def _execute(console: Console, journal, runs, trainer, *, resume_hint: str | None, invalid=()) -> int:
+def _execute(console: Console, journal, runs, trainer, *, resume_hint: str | None, invalid=(), report: bool = True) -> int:
     """Run the queue with Ctrl-C handling, then print the summary. First Ctrl-C (or SIGTERM, as at
     shutdown): finish the step, save `<name>-interrupted`, stop the queue. Second: leave at once.
     `invalid`: (entry, problems) of runs that preflight refused (--skip-invalid), recorded failed."""
@@ -241,7 +262,7 @@ def _execute(console: Console, journal, runs, trainer, *, resume_hint: str | Non
 
     previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run_queue(journal, runs, _QueueConsole(console), stop, invalid, default_trainer if trainer is None else trainer)
+        run_queue(journal, runs, _QueueConsole(console), stop, invalid, default_trainer if trainer is None else trainer, report=report)
     except KeyboardInterrupt:
         if resume_hint:
             console.print(escape(f"the queue is recorded in {journal.path}; `{resume_hint}` carries on"), highlight=False)
@@ -277,6 +298,8 @@ class _QueueConsole:
             self.console.print(f"[{colour}]{what}:[/] {escape(entry.reason or '')}", highlight=False)
             return
         self.console.print(f"[green]{result.status}[/]: {result.steps}/{result.total_steps} steps in {result.seconds:.1f} s")
+        for note in result.notes:
+            self.console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
         for f in result.files:
             self.console.print(f"  {escape(str(f))}", highlight=False)
         loras = [f for f in result.files if f.suffix in (".safetensors", ".ckpt", ".pt")]
@@ -294,7 +317,7 @@ def summary_table(journal, ran_now: set[int]) -> Table:
         state = entry.state.value
         result = f"[{colours.get(state, 'white')}]{state}[/]" + ("" if id(entry) in ran_now else " (earlier)")
         files = [entry.run_dir or ""] + [f"  {Path(f).name}" for f in entry.files]
-        output = "\n".join([*files, entry.reason] if entry.reason else files)
+        output = "\n".join([*files, *([entry.reason] if entry.reason else []), *entry.notes])
         steps = f"{entry.steps}/{entry.total_steps}" if entry.total_steps else "-"
         table.add_row(escape(entry.name), result, f"{entry.seconds:.0f} s", steps, escape(output))
     return table

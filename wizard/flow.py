@@ -2,6 +2,7 @@
 
     load a saved config? -> the questions (all, or the short list after a load) -> review table
     -> Train now | Add to queue and configure another | Save config only | Edit an answer
+       | Sweep a setting (one run per value, then train, queue or save them)
 
 Every finished config is saved (never overwriting) and its path shown. Ctrl-C at any question offers
 to save the draft, then raises `WizardCancelled`. Nothing here imports torch: the wizard opens at
@@ -39,9 +40,10 @@ from wizard.questions import (
     question_list,
 )
 from wizard.review import block_table, review_table, show_value
+from wizard.sweep_step import sweep_from
 
-TRAIN, QUEUE, SAVE, EDIT = "train", "queue", "save", "edit"
-ACTIONS = (TRAIN, QUEUE, SAVE, EDIT)
+TRAIN, QUEUE, SAVE, EDIT, SWEEP = "train", "queue", "save", "edit", "sweep"
+ACTIONS = (TRAIN, QUEUE, SAVE, EDIT, SWEEP)
 BACK = "back"
 
 
@@ -79,11 +81,15 @@ def run_interactive(
             draft = start_draft(console, texts)
             cfg = complete(draft, console, texts)
             action, cfg = review(draft, cfg, console, texts)
+            made = [cfg]
+            if action == SWEEP:  # one run per value of a setting (wizard/sweep_step.py)
+                action, made = sweep_from(cfg, console, texts)
         except KeyboardInterrupt:
             raise leave(draft, console, texts, saved_configs_dir, saved) from None
-        configs.append(cfg)
-        saved.append(save_config(cfg, saved_configs_dir))
-        console.print(ui["saved"].format(path=escape(str(saved[-1]))))
+        for cfg in made:
+            configs.append(cfg)
+            saved.append(save_config(cfg, saved_configs_dir))
+            console.print(ui["saved"].format(path=escape(str(saved[-1]))))
         if action != QUEUE:
             return WizardOutcome(action, configs, saved)  # type: ignore[arg-type]
         console.print(ui["queued"].format(count=len(configs)))

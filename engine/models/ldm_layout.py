@@ -61,47 +61,53 @@ def _rename_resnet(rest: str) -> str:
 
 def unet_to_ldm(unet) -> dict[str, torch.Tensor]:
     """A diffusers UNet2DConditionModel as `model.diffusion_model.*` keys."""
+    names = unet_ldm_names(unet)
+    return {UNET_PREFIX + names[key]: tensor for key, tensor in unet.state_dict().items()}
+
+
+def unet_ldm_names(unet) -> dict[str, str]:
+    """Each diffusers U-Net state-dict key -> its LDM name (without `model.diffusion_model.`)."""
     per_block = unet.config.layers_per_block
     if not isinstance(per_block, int):
         raise ValueError("only a single layers_per_block is supported (as in SD1/SD2/SDXL)")
-    stride = per_block + 1  # input/output blocks per diffusers block (layers + down/upsampler)
-    out: dict[str, torch.Tensor] = {}
     up_has_attention = {i: hasattr(block, "attentions") for i, block in enumerate(unet.up_blocks)}
+    return {key: _unet_key_to_ldm(key, per_block, up_has_attention) for key in unet.state_dict()}
 
-    for key, tensor in unet.state_dict().items():
-        module, _, param = key.rpartition(".")
-        new = None
-        if module in _UNET_TOP:
-            new = f"{_UNET_TOP[module]}.{param}"
-        elif key.startswith("down_blocks."):
-            _, i, kind, j, rest = key.split(".", 4)
-            i, j = int(i), int(j)
-            if kind == "resnets":
-                new = f"input_blocks.{1 + i * stride + j}.0.{_rename_resnet(rest)}"
-            elif kind == "attentions":
-                new = f"input_blocks.{1 + i * stride + j}.1.{rest}"
-            elif kind == "downsamplers":
-                new = f"input_blocks.{(i + 1) * stride}.0.op.{rest.removeprefix('conv.')}"
-        elif key.startswith("mid_block."):
-            _, kind, j, rest = key.split(".", 3)
-            if kind == "resnets":
-                new = f"middle_block.{2 * int(j)}.{_rename_resnet(rest)}"
-            elif kind == "attentions":
-                new = f"middle_block.1.{rest}"
-        elif key.startswith("up_blocks."):
-            _, i, kind, j, rest = key.split(".", 4)
-            i, j = int(i), int(j)
-            if kind == "resnets":
-                new = f"output_blocks.{i * stride + j}.0.{_rename_resnet(rest)}"
-            elif kind == "attentions":
-                new = f"output_blocks.{i * stride + j}.1.{rest}"
-            elif kind == "upsamplers":
-                slot = 2 if up_has_attention[i] else 1
-                new = f"output_blocks.{i * stride + per_block}.{slot}.{rest}"
-        if new is None:
-            raise KeyError(f"no LDM name for UNet key {key!r}")
-        out[UNET_PREFIX + new] = tensor
-    return out
+
+def _unet_key_to_ldm(key: str, per_block: int, up_has_attention: dict[int, bool]) -> str:
+    stride = per_block + 1  # input/output blocks per diffusers block (layers + down/upsampler)
+    module, _, param = key.rpartition(".")
+    new = None
+    if module in _UNET_TOP:
+        new = f"{_UNET_TOP[module]}.{param}"
+    elif key.startswith("down_blocks."):
+        _, i, kind, j, rest = key.split(".", 4)
+        i, j = int(i), int(j)
+        if kind == "resnets":
+            new = f"input_blocks.{1 + i * stride + j}.0.{_rename_resnet(rest)}"
+        elif kind == "attentions":
+            new = f"input_blocks.{1 + i * stride + j}.1.{rest}"
+        elif kind == "downsamplers":
+            new = f"input_blocks.{(i + 1) * stride}.0.op.{rest.removeprefix('conv.')}"
+    elif key.startswith("mid_block."):
+        _, kind, j, rest = key.split(".", 3)
+        if kind == "resnets":
+            new = f"middle_block.{2 * int(j)}.{_rename_resnet(rest)}"
+        elif kind == "attentions":
+            new = f"middle_block.1.{rest}"
+    elif key.startswith("up_blocks."):
+        _, i, kind, j, rest = key.split(".", 4)
+        i, j = int(i), int(j)
+        if kind == "resnets":
+            new = f"output_blocks.{i * stride + j}.0.{_rename_resnet(rest)}"
+        elif kind == "attentions":
+            new = f"output_blocks.{i * stride + j}.1.{rest}"
+        elif kind == "upsamplers":
+            slot = 2 if up_has_attention[i] else 1
+            new = f"output_blocks.{i * stride + per_block}.{slot}.{rest}"
+    if new is None:
+        raise KeyError(f"no LDM name for UNet key {key!r}")
+    return new
 
 
 def vae_to_ldm(vae, prefix: str = VAE_PREFIX) -> dict[str, torch.Tensor]:

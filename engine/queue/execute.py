@@ -52,6 +52,8 @@ def run_queue(
     stop: StopSignal,
     invalid: Sequence[tuple[Entry, list[str]]] = (),
     trainer: Trainer = default_trainer,
+    *,
+    report: bool = True,
 ) -> None:
     """Train the runs in order. A run that raises is recorded as failed and the next one starts; a
     stop request ends the current run (saved as -interrupted) and the queue. A second Ctrl-C
@@ -59,7 +61,9 @@ def run_queue(
 
     `invalid` (queue --skip-invalid): runs that preflight refused, with their problems. They are
     recorded as failed before the first run starts, with the problems as the reason, and in
-    folder mode moved to failed/ with the problems beside them, as a run that failed."""
+    folder mode moved to failed/ with the problems beside them, as a run that failed.
+
+    `report`: after each run that trained to its end, its contact sheet (engine/report)."""
     for entry, problems in invalid:  # an earlier attempt's run_dir (a resume) is kept in the record
         _finish(entry, RunState.FAILED, "not trained, the config has problems: " + "; ".join(problems), time.monotonic())
     journal.save()
@@ -68,18 +72,20 @@ def run_queue(
     for number, (entry, run) in enumerate(runs, start=1):
         if stop.requested:
             break
-        _run_entry(journal, entry, run, listener, stop, number, len(runs), trainer)
+        _run_entry(journal, entry, run, listener, stop, number, len(runs), trainer, report)
         release_memory()
 
 
 def _run_entry(
-    journal: Journal, entry: Entry, run: PlannedRun, listener: QueueListener, stop: StopSignal, number: int, count: int, trainer: Trainer
+    journal: Journal, entry: Entry, run: PlannedRun, listener: QueueListener, stop: StopSignal, number: int, count: int, trainer: Trainer,
+    report: bool = True,
 ) -> None:
     previous_run_dir = entry.run_dir  # an earlier attempt's folder, when this is a retry
     folder = new_run_folder(run.config)
     run_dir = folder.path
     entry.state, entry.reason, entry.run_dir, entry.files = RunState.RUNNING, None, str(run_dir), []
     entry.steps, entry.total_steps, entry.seconds, entry.finished = 0, run.plan.total_steps, 0.0, None
+    entry.notes = []
     entry.attempts += 1
     entry.started = now()
     journal.save()
@@ -105,11 +111,35 @@ def _run_entry(
         _finish(entry, RunState(result.status), result.error, started)
         entry.files = [str(f) for f in result.files]
         entry.steps = result.steps
+        entry.notes = list(result.notes)
         if result.status == RunState.INTERRUPTED:
             entry.reason = f"stopped after step {result.steps} of {result.total_steps}; the LoRA so far is saved"
     journal.save()
+    if report and result is not None and result.status == RunState.DONE and not stop.requested:
+        _add_report(journal, entry, run, result, reporter)
     listener.ended(entry, result)
     _move_finished_config(journal, entry)
+
+
+def _add_report(journal: Journal, entry: Entry, run: PlannedRun, result: RunResult, reporter: Reporter) -> None:
+    """The run's contact sheet, made after the run is recorded done (a crash while rendering
+    loses the sheet, never the run). It is not worth failing a trained run for: a failure is a
+    note in the summary. A multi-process run has none (the other processes would wait for it)."""
+    from engine.report.sheet import write_report
+
+    if not is_main_process() or launched_processes() > 1:
+        return
+    try:
+        files = write_report(run.config, run.plan, result, reporter)
+    except Exception as exc:  # noqa: BLE001 - the LoRA files are made; the sheet is an extra
+        result.notes.append(f"no contact sheet: {type(exc).__name__}: {exc}")
+        files = []
+    finally:
+        release_memory()
+    result.files += files
+    entry.files += [str(f) for f in files]
+    entry.notes = list(result.notes)
+    journal.save()
 
 
 def _last_state(previous_run_dir: str | None, run: PlannedRun, reporter: Reporter) -> Path | None:

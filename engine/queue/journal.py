@@ -78,6 +78,7 @@ class Entry:
     moved_to: str | None = None  # folder mode: where the config went (complete/ or failed/)
     started: str | None = None
     finished: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the run did beyond its config (an out-of-memory retry)
 
     @property
     def name(self) -> str:

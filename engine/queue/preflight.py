@@ -33,6 +33,7 @@ class PlannedRun:
     warnings: tuple[str, ...] = ()  # it trains, but maybe not as meant (dataset lint, rule warnings)
     saves: int = 1  # LoRA files the run writes (epoch and step saves, and the final one)
     output_bytes: int = 0  # about how much the run writes to disk
+    family: str | None = None  # sd1, sd2, sdxl, or demo for the built-in model (None: not known)
 
 
 def preflight(
@@ -88,6 +89,7 @@ def check_run(
         warnings=tuple(str(p) for p in problems if p.level == Level.WARNING),
         saves=saves,
         output_bytes=estimate_output_bytes(cfg, size_family, saves),
+        family=size_family,
     )
 
 

@@ -64,18 +64,45 @@ def run_one(
     resume_from: Path | None = None,
 ) -> RunResult:
     """Train one preflighted config, with its plan, into `folder` (a new run folder if None).
-    Running out of memory is a TrainingError that says what to change."""
+    Running out of memory is retried once with a smaller batch at the same effective batch
+    (engine/queue/oom.py); a second time, it is a TrainingError that says what to change."""
+    from engine.queue.measure import StepClock
+    from engine.queue.oom import SavedFiles, retry_smaller
+    from engine.run.distributed import launched_processes
+
     cfg = planned.config
     folder = folder or new_run_folder(cfg)
+    clock = StepClock(reporter)  # the run's own step time, for the estimates of later runs
+    recorder = SavedFiles(clock)
+    advice = None
     try:
-        result = trainer(cfg, planned.plan, folder.path, reporter, stop, resume_from)
+        result = trainer(cfg, planned.plan, folder.path, recorder, stop, resume_from)
     except Exception as exc:
-        if is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
+            raise
+        if launched_processes() > 1:  # the other processes cannot follow a retry: all end
             raise TrainingError(out_of_memory_advice(cfg, exc)) from exc
-        raise
+        advice = out_of_memory_advice(cfg, exc)
+    if advice is not None:  # retried outside the except block: its traceback holds the failed model
+        result = retry_smaller(planned, folder.path, recorder, stop, trainer, advice, resume_from)
+    else:
+        _keep_step_time(planned, clock)
     if folder.config is not None:
         result.files.insert(0, folder.config)
     return result
+
+
+def _keep_step_time(planned: PlannedRun, clock) -> None:
+    """A run of a kind not measured yet leaves its step time (engine/queue/measure.py). The
+    estimate is not worth a run: a cache folder that cannot be written is passed over."""
+    from engine.queue.measure import record_run
+    from engine.run.distributed import is_main_process
+
+    if is_main_process():
+        try:
+            record_run(planned, clock)
+        except OSError:
+            pass
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

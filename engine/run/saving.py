@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +59,9 @@ class Saver:
     reporter: Any
     last_state_time: float = field(default_factory=time.monotonic)
     removed: set[Path] = field(default_factory=set)  # saves pruned by keep-last-N
+    # checks each saved LoRA against the base model, raising when it does not fit
+    # (engine/network/self_check.py); None in tests of the saving rules alone
+    check: Callable[[Path], None] | None = None
 
     @property
     def base(self) -> str:
@@ -72,6 +75,8 @@ class Saver:
             path = save_lora(self.network, self.cfg, self.metadata, self.run_dir, epoch, step, suffix)
             self.reporter.saved(path)
             files.append(path)
+            if self.check is not None:
+                self.check(path)
         if sv.save_state:
             files += self.save_state_only(suffix, position)
         if kind is None or not self.accelerator.is_main_process:

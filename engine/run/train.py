@@ -28,6 +28,7 @@ from engine.data.plan import RunPlan, epoch_batches
 from engine.errors import TrainingError
 from engine.events import Phase, Reporter, RunResult, RunStatus, StepStats, StopSignal
 from engine.network.max_norm import apply_max_norm
+from engine.network.self_check import SavedFileCheck
 from engine.run.cadence import (
     epoch_save_due,
     loss_read_due,
@@ -93,10 +94,14 @@ def run_loop(session: Session, stop: StopSignal, started: float) -> RunResult:
     """The loop of a prepared session: epochs of global batches, until the planned step count."""
     cfg, plan, acc, reporter = session.cfg, session.plan, session.accelerator, session.reporter
     seed, total = cfg.training.seed, plan.total_steps
-    saver = Saver(cfg, session.run_dir, session.network, session.optimizer, session.scheduler, session.metadata, acc, reporter)
+    saver = Saver(
+        cfg, session.run_dir, session.network, session.optimizer, session.scheduler, session.metadata, acc, reporter,
+        check=SavedFileCheck(session.model),
+    )
     meter = LossMeter()
     text_encoder_stop = text_encoder_stop_step(cfg.training, total)
     files = list(session.extra_files)
+    losses: list[tuple[int, float]] = []  # the loss curve of the run's report (engine/report)
     start = session.start or Position(1, 0, 0, seed, acc.num_processes, total)
     step, epoch, status = start.step, start.epoch, RunStatus.DONE
     final = Position(epoch - 1, 0, step, seed, acc.num_processes, total)  # a run that has no step left
@@ -114,7 +119,9 @@ def run_loop(session: Session, stop: StopSignal, started: float) -> RunResult:
                 continue
             step += 1
             here = Position(epoch, index + 1, step, seed, acc.num_processes, total)
-            _report_step(session, meter, step, epoch, norms, epoch_end=epoch_end, stopping=stop.requested)
+            fresh = _report_step(session, meter, step, epoch, norms, epoch_end=epoch_end, stopping=stop.requested)
+            if fresh is not None:
+                losses.append((step, fresh))
             if text_encoder_stop is not None and step >= text_encoder_stop and session.inputs.train_text_encoder:
                 _stop_text_encoder(session, step)
             if should_sample(cfg.sampling, epoch, step, epoch_end=False):
@@ -141,7 +148,7 @@ def run_loop(session: Session, stop: StopSignal, started: float) -> RunResult:
     files += saver.save(final.epoch, step, "interrupted" if status == RunStatus.INTERRUPTED else None, final, kind=None)
     acc.wait_for_everyone()
     files = [f for f in files if f not in saver.removed]
-    return RunResult(session.run_dir, status, step, total, files, time.monotonic() - started)
+    return RunResult(session.run_dir, status, step, total, files, time.monotonic() - started, losses=losses)
 
 
 def accumulation_boundary(index: int, epoch_end: bool, accumulation: int) -> bool:
@@ -200,7 +207,8 @@ class LossMeter:
         return value
 
 
-def _report_step(session: Session, meter: LossMeter, step: int, epoch: int, norms, *, epoch_end: bool, stopping: bool) -> None:
+def _report_step(session: Session, meter: LossMeter, step: int, epoch: int, norms, *, epoch_end: bool, stopping: bool) -> float | None:
+    """Log and report one optimizer step; returns the loss when it was read at this step."""
     plan = session.plan
     fresh = meter.read(step) if loss_read_due(step, plan.total_steps, epoch_end=epoch_end, stopping=stopping) else None
     session.train_log.step(step, fresh, learning_rates(session.optimizer))
@@ -210,6 +218,7 @@ def _report_step(session: Session, meter: LossMeter, step: int, epoch: int, norm
             step, {"max_norm/keys_scaled": scaled, "max_norm/average_key_norm": mean_norm, "max_norm/max_key_norm": max_norm}
         )
     session.reporter.step(StepStats(step, plan.total_steps, epoch, plan.epochs, meter.shown, session.scheduler.get_last_lr()[0]))
+    return fresh
 
 
 def _stop_text_encoder(session: Session, step: int) -> None:
