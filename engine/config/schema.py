@@ -325,7 +325,10 @@ class SamplingConfig(StrictModel):
 
 
 class LoggingConfig(StrictModel):
-    log_dir: Path | None = Field(None, description="TensorBoard logs")
+    # on unless turned off: the loss curve is how a user sees a run learn (files written before this
+    # field existed load with it on, and log into their run folder)
+    tensorboard: bool = Field(True, description="write TensorBoard logs (to log_dir, else to <run folder>/logs)")
+    log_dir: Path | None = Field(None, description="TensorBoard logs of every run in one folder (else each run's own logs/)")
     log_prefix: str | None = None
 
 

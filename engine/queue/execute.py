@@ -106,10 +106,18 @@ def _run_entry(
         entry.files = [str(f) for f in result.files]
         entry.steps = result.steps
         if result.status == RunState.INTERRUPTED:
-            entry.reason = f"stopped after step {result.steps} of {result.total_steps}; the LoRA so far is saved"
+            entry.reason = interrupted_reason(result)
     journal.save()
     listener.ended(entry, result)
     _move_finished_config(journal, entry)
+
+
+def interrupted_reason(result: RunResult) -> str:
+    """What an interrupted run left: a stop while the model loaded or inputs were cached trained
+    nothing and saved nothing."""
+    if result.steps == 0:
+        return "stopped before the first step, while the run was still getting ready: nothing was trained or saved"
+    return f"stopped after step {result.steps} of {result.total_steps}; the LoRA so far is saved"
 
 
 def _last_state(previous_run_dir: str | None, run: PlannedRun, reporter: Reporter) -> Path | None:
