@@ -29,7 +29,7 @@ from wizard import ask
 from wizard.dataset_step import IMAGE_FOLDER, show_dataset
 from wizard.drafts import KeptDraft, keep_draft, kept_drafts, read_draft
 from wizard.edit_list import pick_question
-from wizard.prompt_kit import GoBack, ready
+from wizard.prompt_kit import GoBack, fit_message, ready
 from wizard.questions import (
     LOAD_QUESTIONS,
     Draft,
@@ -331,7 +331,7 @@ def leave(
     if draft is not None and (draft.answers or kept is not None):
         screen.say(ui["interrupted"])
         try:
-            keep = ready(questionary.confirm(ui["save_draft"], default=True)).unsafe_ask()
+            keep = ready(questionary.confirm(fit_message(ui["save_draft"]), default=True)).unsafe_ask()
         except (KeyboardInterrupt, GoBack):
             keep = False
         if keep:

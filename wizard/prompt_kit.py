@@ -42,6 +42,29 @@ def ready(question: Any) -> Any:
     return question
 
 
+#: room kept on a question's last line for the answer typed or proposed after it
+ANSWER_ROOM = 24
+
+
+def fit_message(message: str) -> str:
+    """A question wrapped between words to the terminal ("? " and the answer after it), its
+    further lines indented: prompt_toolkit would break a long question in the middle of a word."""
+    columns = terminal_columns()
+    if columns is None:
+        return message
+    lines = wrap(message, max(20, columns - 2 - ANSWER_ROOM))
+    return "\n  ".join(lines)
+
+
+def terminal_columns() -> int | None:
+    from prompt_toolkit.application.current import get_app_session
+
+    try:
+        return get_app_session().output.get_size().columns
+    except Exception:  # noqa: BLE001 - no terminal to measure: leave the text as it is
+        return None
+
+
 def refusal(message: str) -> str:
     """A refusal message wrapped to the terminal the prompt runs in (for the toolbar)."""
     try:
