@@ -21,7 +21,7 @@ from engine.config.schema import TrainConfig, section_model
 from engine.fileio import atomic_write_text, next_free_path
 from engine.problems import Problem, render
 from wizard.checks import AnswerError
-from wizard.prompt_kit import fit_message, ready, refusal
+from wizard.prompt_kit import confirm, fit_message, ready, refusal, select
 from wizard.questions import ASK, Draft, Kind, Question, field_default
 from wizard.review import show_value
 from wizard.screen import say, width_of, wrap
@@ -43,13 +43,13 @@ def ask_question(q: Question, draft: Draft, texts: dict[str, Any], console: Cons
         correction = q.corrects(value) if q.corrects else None
         if correction is not None:
             note(console, texts["errors"][correction.reason].format(**correction.fields))
-            if not questionary.confirm(fit_message(ui["use_instead"].format(value=correction.value)), default=True).unsafe_ask():
+            if not confirm(ui["use_instead"].format(value=correction.value), True, ui).unsafe_ask():
                 continue
             value = correction.value
         warning = q.confirm(draft, value) if q.confirm else None
         if warning is not None:
             note(console, warning)
-            if not questionary.confirm(fit_message(ui["keep_anyway"]), default=False).unsafe_ask():
+            if not confirm(ui["keep_anyway"], False, ui).unsafe_ask():
                 continue
         if q.kind is Kind.PROMPTS and isinstance(value, str):
             value = write_prompt_file(value, draft)
@@ -66,7 +66,7 @@ def ask_once(q: Question, draft: Draft, texts: dict[str, Any]) -> Any:
     current = draft.shown_value(q)
 
     if q.kind is Kind.CONFIRM:
-        answer = ready(questionary.confirm(fit_message(text["message"]), default=q.says_yes(current))).unsafe_ask()
+        answer = confirm(text["message"], q.says_yes(current), texts["ui"]).unsafe_ask()
         if q.yes is None:
             return answer
         return q.yes if answer else q.no(draft)  # type: ignore[misc]
@@ -77,7 +77,7 @@ def ask_once(q: Question, draft: Draft, texts: dict[str, Any]) -> Any:
         choices = [questionary.Choice(titles.get(str(v), str(v)), value=v) for v in offered]
         if current not in offered:  # a loaded config may hold a value the list does not offer
             choices.append(questionary.Choice(str(current), value=current))
-        return ready(questionary.select(fit_message(text["message"]), choices=choices, default=current)).unsafe_ask()
+        return select(text["message"], choices, texts["ui"], current).unsafe_ask()
 
     def validate(typed: str) -> bool | str:
         try:

@@ -20,6 +20,7 @@ from engine.config.schema import SAMPLE_DATASET, TrainConfig
 from engine.errors import LoraWizardError
 from wizard.dataset_cmd import TAGGER_ENV, report_labels
 from wizard.dataset_view import RichItemProgress, render_summary, view_width
+from wizard.prompt_kit import confirm
 from wizard.screen import Screen, say
 
 IMAGE_FOLDER = "dataset.img_folder"
@@ -65,7 +66,7 @@ def offer_tagging(cfg: TrainConfig, summary, tagger: Path, screen: Screen) -> No
     wording, console = screen.texts["dataset"], screen.console
     screen.say(wording["offer_tag_help"], "dim", "  ")
     question = wording["offer_tag"].format(count=summary.missing_captions, folder=tagger)
-    if not questionary.confirm(question, default=True).unsafe_ask():
+    if not confirm(question, True, screen.texts["ui"]).unsafe_ask():
         return
     trigger = questionary.text(wording["trigger"], default="").unsafe_ask().strip()
     try:

@@ -29,7 +29,7 @@ from wizard import ask
 from wizard.dataset_step import IMAGE_FOLDER, show_dataset
 from wizard.drafts import KeptDraft, keep_draft, kept_drafts, read_draft
 from wizard.edit_list import pick_question
-from wizard.prompt_kit import GoBack, fit_message, ready
+from wizard.prompt_kit import GoBack, confirm, select
 from wizard.questions import (
     LOAD_QUESTIONS,
     Draft,
@@ -129,7 +129,7 @@ def offer_draft(screen: Screen, folder: Path) -> KeptDraft | None:
         questionary.Choice(ui["draft_fresh"], value=FRESH),
         questionary.Choice(ui["draft_discard"], value=DISCARD),
     ]
-    choice = questionary.select(ui["draft_what"], choices=choices).unsafe_ask()
+    choice = select(ui["draft_what"], choices, ui, back=False).unsafe_ask()
     if choice == DISCARD:
         kept.path.unlink(missing_ok=True)
     return kept if choice == CONTINUE else None
@@ -302,7 +302,7 @@ def review(draft: Draft, cfg: TrainConfig, screen: Screen) -> tuple[str, TrainCo
         for problem in warnings(run_problems(cfg, draft)):
             screen.say(f"{ui['note']} {render(problem)}", "yellow")
         choices = [questionary.Choice(texts["actions"][a], value=a) for a in ACTIONS]
-        action = questionary.select(ui["action"], choices=choices).unsafe_ask()
+        action = select(ui["action"], choices, ui, back=False).unsafe_ask()
         if action != EDIT:
             return action, cfg
         q = pick_question(draft, texts)
@@ -331,7 +331,7 @@ def leave(
     if draft is not None and (draft.answers or kept is not None):
         screen.say(ui["interrupted"])
         try:
-            keep = ready(questionary.confirm(fit_message(ui["save_draft"]), default=True)).unsafe_ask()
+            keep = confirm(ui["save_draft"], True, ui).unsafe_ask()
         except (KeyboardInterrupt, GoBack):
             keep = False
         if keep:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import questionary
+import questionary.prompts.confirm as confirm_prompt
 from prompt_toolkit.application import get_app
 from prompt_toolkit.filters import to_filter
 from prompt_toolkit.key_binding import KeyBindings, merge_key_bindings
@@ -40,6 +42,22 @@ def ready(question: Any) -> Any:
             container.height = None  # as high as its text
             container.wrap_lines = to_filter(True)
     return question
+
+
+def confirm(message: str, default: bool, ui: dict[str, str]) -> Any:
+    """A yes/no question in the user's language: its "(Y/n)" and the "Yes"/"No" shown once answered
+    come from prompts' [ui] (the keys stay y and n). questionary writes the answer with the module's
+    own YES/NO words; they are set here, where every yes/no question of the wizard is made."""
+    confirm_prompt.YES, confirm_prompt.NO = ui["answer_yes"], ui["answer_no"]
+    instruction = ui["yes_no"] if default else ui["no_yes"]
+    return ready(questionary.confirm(fit_message(message), default=default, instruction=instruction + " "))
+
+
+def select(message: str, choices: list, ui: dict[str, str], default: Any = None, *, back: bool = True) -> Any:
+    """A list to choose from, its "(use the arrow keys)" in the user's language; with `back`, Esc
+    and Ctrl-B go back (GoBack)."""
+    question = questionary.select(fit_message(message), choices=choices, default=default, instruction=ui["arrows"])
+    return ready(question) if back else question
 
 
 #: room kept on a question's last line for the answer typed or proposed after it

@@ -17,6 +17,7 @@ from pathlib import Path
 import questionary
 
 from engine.events import Outcome
+from wizard.prompt_kit import select
 from wizard.run_view import QueueConsole, show_plan, show_summary
 from wizard.screen import Screen
 
@@ -143,7 +144,7 @@ def offer_unfinished_queue(screen: Screen, trainer) -> int | None:
         questionary.Choice(ui["queue_keep"], value=KEEP),
         questionary.Choice(ui["queue_drop"], value=DROP),
     ]
-    choice = questionary.select(ui["queue_what"], choices=choices).unsafe_ask()
+    choice = select(ui["queue_what"], choices, ui, back=False).unsafe_ask()
     if choice == CARRY_ON:
         return queue_command(screen, None, [], resume=True, output=None, dry_run=False, skip_invalid=False, trainer=trainer)
     if choice == DROP:
