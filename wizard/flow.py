@@ -104,7 +104,8 @@ def run_interactive(
         saved.append(save_config(cfg, folder))
         screen.say(ui["saved"].format(path=saved[-1]), "green")
         if action == SAVE:
-            screen.say(ui["train_later"].format(command=f"{command} replay {saved[-1]}"))
+            screen.say(ui["train_later"])
+            screen.command_line(f"{command} replay {saved[-1]}")
         if action != QUEUE:
             return WizardOutcome(action, configs, saved)  # type: ignore[arg-type]
         screen.say(ui["queued"].format(count=len(configs)))
@@ -340,7 +341,8 @@ def leave(
                 kept.path.unlink(missing_ok=True)
             where = screen.texts["questions"][draft.asking]["message"] if draft.asking else ui["at_review"]
             screen.say(ui["draft_saved"].format(path=path), "green")
-            screen.say(ui["draft_next"].format(command=screen.command, question=where))
+            screen.say(ui["draft_next"].format(question=where))
+            screen.command_line(screen.command)
     return WizardCancelled(ui["cancelled"], saved, path)
 
 

@@ -20,6 +20,10 @@ from rich.progress import (
 from engine.events import Phase, RunResult, StepStats
 
 
+#: the columns the step bar's text takes besides the bar, with and without the elapsed time
+WIDE, NARROW = 100, 72
+
+
 def speed_text(steps_per_second: float | None) -> str:
     """"2.50 it/s", or under one step a second "25.0 s/it": a slow run reads better in seconds
     per step than in hundredths of a step per second."""
@@ -74,20 +78,21 @@ class RichReporter:
     def started(self, total_steps: int, total_epochs: int) -> None:
         self.close()
         t = self.texts
-        self.bar = Progress(
+        # one line at any width: below 100 columns the elapsed time goes, and the bar takes what is left
+        wide = self.console.width >= WIDE
+        columns = [
             TextColumn(f"[bold]{escape(t['training'])}"),
-            BarColumn(bar_width=20),
+            BarColumn(bar_width=max(5, min(40, self.console.width - (WIDE if wide else NARROW)))),
             MofNCompleteColumn(),
             TextColumn(escape(t["epoch"]) + " {task.fields[epoch]}/{task.fields[epochs]}"),
             TextColumn(escape(t["loss"]) + " {task.fields[loss]}"),
             TextColumn("lr {task.fields[lr]}"),
             TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
+            *([TimeElapsedColumn()] if wide else []),
             TextColumn(escape(t["eta"])),
             TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
+        ]
+        self.bar = Progress(*columns, console=self.console, transient=False)
         self.bar.start()
         self.task = self.bar.add_task("train", total=total_steps, epoch=1, epochs=total_epochs, loss="-", lr="-", rate="- it/s")
 

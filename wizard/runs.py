@@ -97,14 +97,16 @@ def execute(screen: Screen, journal, runs, trainer, *, resume_hint: str | None, 
     except KeyboardInterrupt:
         if resume_hint:
             screen.say(texts["recorded"].format(path=journal.path), "yellow")
-            screen.say(texts["carry_on"].format(command=resume_hint, folder=Path.cwd()), "yellow")
+            screen.say(texts["carry_on"].format(folder=Path.cwd()), "yellow")
+            screen.command_line(resume_hint)
         raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     show_summary(screen, journal, {id(entry) for entry, _ in [*runs, *invalid]}, listener)
     if stop.requested and resume_hint:
-        screen.say(texts["stopped"].format(command=resume_hint, folder=Path.cwd()), "yellow")
+        screen.say(texts["stopped"].format(folder=Path.cwd()), "yellow")
+        screen.command_line(resume_hint)
     return outcome(runs, invalid, stopped=stop.requested)
 
 
@@ -177,4 +179,5 @@ def record_queued(screen: Screen, saved: list[Path]) -> None:
     with queue_lock(path):
         resume, configs = joined_queue(saved)
         open_queue(path, None, configs, resume=resume, output=None).journal.save()
-    screen.say(screen.texts["ui"]["queued_kept"].format(count=len(saved), command=resume_command(screen, None), folder=Path.cwd()), "yellow")
+    screen.say(screen.texts["ui"]["queued_kept"].format(count=len(saved), folder=Path.cwd()), "yellow")
+    screen.command_line(resume_command(screen, None))

@@ -56,13 +56,13 @@ def wrap(text: str, width: int, indent: str = "", more: str | None = None) -> li
             if cell_len(gap + word) <= room:
                 line += gap + word
                 continue
-            if kept_whole(word) or cell_len(word) <= width - len(more):
+            if kept_whole(word):
                 if len(line) > start:
                     lines.append(line)
                     line = more
                 line += word  # a path wider than the line stays whole: the terminal wraps it
                 continue
-            # a long run without spaces: fill this line, then whole lines
+            # text of wide characters (no spaces between words): fill this line, then whole lines
             pieces = _fold(word, max(1, room - len(gap))) if room - len(gap) > 1 else []
             if pieces:
                 line += gap + pieces[0]
@@ -102,6 +102,10 @@ class Screen:
     def say(self, text: str, style: str | None = None, indent: str = "", more: str | None = None) -> None:
         """Print `text` wrapped to the terminal (see `wrap`), in one style."""
         say(self.console, wrap(text, self.width, indent, more), style)
+
+    def command_line(self, command: str) -> None:
+        """A command to copy, on its own line and never wrapped (the terminal soft-wraps a long one)."""
+        self.console.print("  " + escape(command), style="bold", highlight=False, soft_wrap=True)
 
     def blank(self) -> None:
         self.console.print()
