@@ -575,3 +575,23 @@ def test_a_lora_save_whose_rename_fails_leaves_no_file_and_fails_the_run(queue_d
     assert [p.name for p in run_dir.iterdir() if "safetensors" in p.name] == []
     assert [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")] == []
     assert "No space left on device" in (queue_dir / "failed" / "a.error.txt").read_text(encoding="utf-8")
+
+
+def test_a_list_queue_keeps_its_journal_out_of_the_working_folder(tmp_path, calls, capsys, monkeypatch):
+    data = write_dataset(tmp_path / "data")
+    a = write_config(tmp_path / "cfgs", "a", data, tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(capsys, "queue", a, trainer=calls)[0] == Outcome.OK
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfgs", "data", "out"]  # no journal here
+    path = journal_path(None, tmp_path)
+    assert path.parent == Path(os.environ["LORA_WIZARD_HOME"]) / "queues" and path.is_file()
+    assert journal_path(None, tmp_path / "cfgs") != path  # one journal per working folder
+
+    # an older version's journal in the working folder, with a run left: still carried on from there
+    legacy = json.loads(path.read_text(encoding="utf-8"))
+    legacy["runs"][0]["state"] = "interrupted"
+    (tmp_path / LIST_JOURNAL).write_text(json.dumps(legacy), encoding="utf-8")
+    assert journal_path(None, tmp_path) == tmp_path / LIST_JOURNAL
+    assert run_cli(capsys, "queue", "--resume", trainer=calls)[0] == Outcome.OK
+    assert calls == ["a", "a"] and journal(tmp_path / LIST_JOURNAL)["a"]["state"] == "done"
+    assert journal_path(None, tmp_path) == path  # finished: new queues go to the home again
