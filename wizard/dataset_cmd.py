@@ -134,12 +134,15 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
 
 
 def run_dataset(console: Console, argv: list[str], texts: dict | None = None, program: str = "lora-wizard") -> int:
-    """`texts`: prompts/<lang>.toml of the user's language (the view's wording; English if None);
-    `program`: the command the user typed, for the hints."""
+    """`texts`: prompts/<lang>.toml of the user's language (English if None); `program`: the
+    command the user typed, for the hints."""
+    from prompts import load_prompts
+
+    texts = texts or load_prompts("en")
     command, args = parse(argv)
     if command == "view":
         return _view(console, args, texts, program)
-    return {"tag": _tag, "caption": _caption, "clean": _clean, "edit": _edit}[command](console, args)
+    return {"tag": _tag, "caption": _caption, "clean": _clean, "edit": _edit}[command](console, args, texts["dataset_tools"])
 
 
 # ---- output helpers ---------------------------------------------------------------------------------
@@ -181,15 +184,14 @@ def view_config(folder: Path | None, config: Path | None, resolution: str | None
     return config_from_dict(data, source=str(config) if config else "dataset options")
 
 
-def _view(console: Console, args, texts: dict | None = None, program: str = "lora-wizard") -> int:
+def _view(console: Console, args, texts: dict, program: str) -> int:
     from engine.prep.view import summarize
 
     _positive("--top", args.top)
     cfg = view_config(args.folder, args.config, args.resolution, args.caption_extension)
     if args.folder is not None:
         _refuse_concept_folder(_folder(args.folder), program)
-    wording = None if texts is None else texts["dataset_view"]
-    say(console, render_summary(summarize(cfg, top=args.top), view_width(console), wording))
+    say(console, render_summary(summarize(cfg, top=args.top), view_width(console), texts["dataset_view"]))
     return Outcome.OK
 
 
@@ -210,7 +212,7 @@ def _refuse_concept_folder(folder: Path, program: str) -> None:
 # ---- tag and caption -----------------------------------------------------------------------------------
 
 
-def _tag(console: Console, args) -> int:
+def _tag(console: Console, args, t: dict) -> int:
     from engine.prep.tagger import TaggerOptions, WD14Tagger
     from engine.prep.tags import parse_replacements, parse_tag_option
 
@@ -235,10 +237,10 @@ def _tag(console: Console, args) -> int:
         batch_size=args.batch_size,
     )
     return label_folder(console, _folder(args.folder), _extension(args.caption_extension), args.overwrite,
-                        lambda: WD14Tagger(_folder(folder), options), "tagging")
+                        lambda: WD14Tagger(_folder(folder), options), t, t["tagging"])
 
 
-def _caption(console: Console, args) -> int:
+def _caption(console: Console, args, t: dict) -> int:
     from engine.prep.blip import BlipCaptioner, BlipOptions
 
     for name in ("batch_size", "num_beams", "max_length"):
@@ -253,7 +255,7 @@ def _caption(console: Console, args) -> int:
         batch_size=args.batch_size,
     )
     return label_folder(console, _folder(args.folder), _extension(args.caption_extension), args.overwrite,
-                        lambda: BlipCaptioner(_folder(args.blip), options), "captioning")
+                        lambda: BlipCaptioner(_folder(args.blip), options), t, t["captioning"])
 
 
 def _positive(option: str, value: int) -> None:
@@ -261,14 +263,15 @@ def _positive(option: str, value: int) -> None:
         raise ConfigError(f"{option} {value}: must be 1 or more")
 
 
-def label_folder(console: Console, folder: Path, extension: str, overwrite: bool, load, title: str) -> int:
-    """Run a labelling job (tagger or BLIP) with a progress bar; the counts afterwards."""
+def label_folder(console: Console, folder: Path, extension: str, overwrite: bool, load, t: dict, title: str) -> int:
+    """Run a labelling job (tagger or BLIP) with a progress bar; the counts afterwards. `t`:
+    prompts' [dataset_tools]."""
     from engine.prep.label import LabelJob
 
     job = LabelJob.for_folder(folder, extension, overwrite=overwrite)
     width = view_width(console)
-    had = f"; {len(job.result.skipped)} have a {extension} caption and are kept (--overwrite redoes them)" if job.result.skipped else ""
-    say(console, wrap(f"{len(job.images)} images under {folder}: {len(job.todo)} to do{had}.", width))
+    had = t["had"].format(count=len(job.result.skipped), extension=extension) if job.result.skipped else ""
+    say(console, wrap(t["images_todo"].format(images=len(job.images), folder=folder, todo=len(job.todo), had=had), width))
     if not job.todo:
         return Outcome.OK
     labeler = load()  # a wrong model folder stops here, before any file is written
@@ -277,88 +280,86 @@ def label_folder(console: Console, folder: Path, extension: str, overwrite: bool
         job.run(labeler, progress)
     except KeyboardInterrupt:
         progress.close()
-        say(console, wrap(
-            f"Stopped: {job.result.done} caption files written, the others untouched (no file is half-written). "
-            "Run the same command again to do the rest.", width), "yellow")
-        _say_backup(console, job.backup, width)
+        say(console, wrap(t["labels_stopped"].format(count=job.result.done), width), "yellow")
+        _say_backup(console, job.backup, width, t)
         return Outcome.CANCELLED
     progress.close()
-    return report_labels(console, job, width)
+    return report_labels(console, job, width, t)
 
 
-def report_labels(console: Console, job, width: int) -> int:
+def report_labels(console: Console, job, width: int, t: dict) -> int:
     r = job.result
-    lines = wrap(f"Wrote {len(r.written)} new caption files ({job.extension}).", width)
+    lines = wrap(t["wrote"].format(count=len(r.written), extension=job.extension), width)
     if r.replaced:
-        lines += wrap(f"Replaced {len(r.replaced)} existing caption files.", width)
+        lines += wrap(t["replaced"].format(count=len(r.replaced)), width)
     say(console, lines, "green")
-    _say_backup(console, job.backup, width)
+    _say_backup(console, job.backup, width, t)
     if r.failed:
-        say(console, wrap(f"{len(r.failed)} images could not be read and have no caption:", width), "red")
+        say(console, wrap(t["unreadable"].format(count=len(r.failed)), width), "red")
         for path, why in r.failed:
             say(console, wrap(f"{path}: {why}", width, "  ", "    "), "red")
         return Outcome.BAD_INPUT
     return Outcome.OK
 
 
-def _say_backup(console: Console, backup, width: int) -> None:
+def _say_backup(console: Console, backup, width: int, t: dict) -> None:
     if backup.folder is not None:
-        say(console, wrap(f"The {len(backup.kept)} original files are in {backup.folder}", width))
+        say(console, wrap(t["backup"].format(count=len(backup.kept), folder=backup.folder), width))
 
 
 # ---- clean and edit ------------------------------------------------------------------------------------
 
 
-def _clean(console: Console, args) -> int:
+def _clean(console: Console, args, t: dict) -> int:
     from engine.prep.clean import CleanAs
     from engine.prep.edit import clean_rule
 
-    return edit_folder(console, _folder(args.folder), _extension(args.caption_extension), clean_rule(CleanAs(args.kind)), args.dry_run)
+    return edit_folder(console, _folder(args.folder), _extension(args.caption_extension), clean_rule(CleanAs(args.kind)), args.dry_run, t)
 
 
-def _edit(console: Console, args) -> int:
+def _edit(console: Console, args, t: dict) -> int:
     from engine.prep.edit import tag_edit_rule
     from engine.prep.tags import parse_replacements, parse_tag_option
 
     if not (args.trigger or args.remove or args.rename):
         raise ConfigError("dataset edit: say what to change: --trigger WORD, --remove TAGS and/or --rename OLD,NEW")
     rule = tag_edit_rule(trigger=args.trigger, remove=parse_tag_option(args.remove), rename=parse_replacements(args.rename))
-    return edit_folder(console, _folder(args.folder), _extension(args.caption_extension), rule, args.dry_run)
+    return edit_folder(console, _folder(args.folder), _extension(args.caption_extension), rule, args.dry_run, t)
 
 
-def edit_folder(console: Console, folder: Path, extension: str, rule, dry_run: bool) -> int:
+def edit_folder(console: Console, folder: Path, extension: str, rule, dry_run: bool, t: dict) -> int:
     from engine.prep.backup import CaptionBackup
     from engine.prep.edit import EditResult, apply_changes, plan_changes
 
     width = view_width(console)
     changes = plan_changes(folder, extension, rule)
     if not changes:
-        say(console, wrap(f"Nothing to change: no {extension} caption file under {folder} would change.", width))
+        say(console, wrap(t["nothing"].format(extension=extension, folder=folder), width))
         return Outcome.OK
     if dry_run:
-        show_changes(console, changes, folder, width)
-        say(console, wrap(f"{len(changes)} caption files would change (dry run: nothing was written).", width))
+        show_changes(console, changes, folder, width, t)
+        say(console, wrap(t["would_change"].format(count=len(changes)), width))
         return Outcome.OK
     backup = CaptionBackup(folder)
     result = EditResult()
-    progress = RichItemProgress(console, "editing")
+    progress = RichItemProgress(console, t["editing"])
     try:
         apply_changes(changes, backup, progress, result)
     except KeyboardInterrupt:
         progress.close()
-        say(console, wrap(f"Stopped: {len(result.changed)} of {len(changes)} caption files changed, the others untouched.", width), "yellow")
-        _say_backup(console, backup, width)
+        say(console, wrap(t["edit_stopped"].format(done=len(result.changed), count=len(changes)), width), "yellow")
+        _say_backup(console, backup, width, t)
         return Outcome.CANCELLED
     progress.close()
-    say(console, wrap(f"Changed {len(result.changed)} caption files.", width), "green")
-    _say_backup(console, backup, width)
+    say(console, wrap(t["changed"].format(count=len(result.changed)), width), "green")
+    _say_backup(console, backup, width, t)
     return Outcome.OK
 
 
-def show_changes(console: Console, changes, folder: Path, width: int) -> None:
+def show_changes(console: Console, changes, folder: Path, width: int, t: dict) -> None:
     from engine.prep.folder import shown
 
     for change in changes:
         say(console, wrap(shown(change.path, folder), width))
-        say(console, wrap(change.old or "(empty)", width, "  - ", "    "), "red")
-        say(console, wrap(change.new or "(empty)", width, "  + ", "    "), "green")
+        say(console, wrap(change.old or t["empty"], width, "  - ", "    "), "red")
+        say(console, wrap(change.new or t["empty"], width, "  + ", "    "), "green")

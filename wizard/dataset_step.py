@@ -75,10 +75,10 @@ def offer_tagging(cfg: TrainConfig, summary, tagger: Path, screen: Screen) -> No
     except LoraWizardError as err:
         screen.say(wording["tag_failed"].format(error=err), "red")
         return
-    progress = RichItemProgress(console, wording["tagging"])
+    progress = RichItemProgress(console, screen.texts["dataset_tools"]["tagging"])
     try:
         job.run(tagger_model, progress)
     finally:
         progress.close()
-    report_labels(console, job, view_width(console))
+    report_labels(console, job, view_width(console), screen.texts["dataset_tools"])
     say(console, render_summary(summarize(cfg), view_width(console), screen.texts["dataset_view"]))
