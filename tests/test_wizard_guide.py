@@ -268,6 +268,13 @@ def test_the_progress_shows_the_loss_from_step_1_the_rate_and_seconds_per_step()
     reporter.close()
     text = out.getvalue()
     assert "loss 0.1234" in text and "lr 1.00e-04" in text and reporter.first_loss == 0.1234
+    for lang in ("en", "zh", "ja"):  # one line at 80 columns: no cell squeezed into "…"
+        out = io.StringIO()
+        reporter = RichReporter(Console(file=out, width=80, force_terminal=True), load_prompts(lang)["progress"])
+        reporter.started(4800, 20)
+        reporter.step(StepStats(4799, 4800, 20, 20, 1.0763, 9.47e-05))
+        reporter.close()
+        assert "4799/4800" in out.getvalue() and "…" not in out.getvalue()
 
 
 # ---- 80 columns ---------------------------------------------------------------------------------------

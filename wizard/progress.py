@@ -21,7 +21,7 @@ from engine.events import Phase, RunResult, StepStats
 
 
 #: the columns the step bar's text takes besides the bar, with and without the elapsed time
-WIDE, NARROW = 100, 72
+WIDE, NARROW = 100, 76
 
 
 def speed_text(steps_per_second: float | None) -> str:
@@ -78,18 +78,18 @@ class RichReporter:
     def started(self, total_steps: int, total_epochs: int) -> None:
         self.close()
         t = self.texts
-        # one line at any width: below 100 columns the elapsed time goes, and the bar takes what is left
+        # one line at any width (a cell squeezed by rich would end in "…"): below 100 columns the
+        # elapsed time and the word before the time left go, and the bar takes what is left
         wide = self.console.width >= WIDE
         columns = [
             TextColumn(f"[bold]{escape(t['training'])}"),
-            BarColumn(bar_width=max(5, min(40, self.console.width - (WIDE if wide else NARROW)))),
+            BarColumn(bar_width=max(4, min(40, self.console.width - (WIDE if wide else NARROW)))),
             MofNCompleteColumn(),
             TextColumn(escape(t["epoch"]) + " {task.fields[epoch]}/{task.fields[epochs]}"),
             TextColumn(escape(t["loss"]) + " {task.fields[loss]}"),
             TextColumn("lr {task.fields[lr]}"),
             TextColumn("{task.fields[rate]}"),
-            *([TimeElapsedColumn()] if wide else []),
-            TextColumn(escape(t["eta"])),
+            *([TimeElapsedColumn(), TextColumn(escape(t["eta"]))] if wide else []),
             TimeRemainingColumn(),
         ]
         self.bar = Progress(*columns, console=self.console, transient=False)
