@@ -18,7 +18,16 @@ from engine.config.schema import TrainConfig
 from engine.events import Outcome, Phase, RunResult, RunStatus, StepStats
 from engine.queue.journal import RunState
 from prompts import load_prompts
-from tests.support.wizard_script import CTRL_C, CTRL_U, DOWN, ENTER, Script, run_wizard, scripted, typed
+from tests.support.wizard_script import (
+    CTRL_C,
+    CTRL_U,
+    DOWN,
+    ENTER,
+    Script,
+    run_wizard,
+    scripted,
+    typed,
+)
 from wizard import ask
 from wizard.app import main
 from wizard.checks import AnswerError
@@ -291,7 +300,7 @@ def test_the_plan_and_summary_fit_80_columns_and_show_the_run_folder_whole(tmp_p
     out = io.StringIO()
     screen = Screen(Console(file=out, width=80), load_prompts("en"))
     show_plan(screen, planned)
-    journal, runs = in_memory_queue(planned)
+    journal, _ = in_memory_queue(planned)
     entry = journal.entries[0]
     entry.state, entry.run_dir, entry.files = RunState.DONE, str(output / "run1"), [str(output / "run1" / "mychar_v1.safetensors")]
     show_summary(screen, journal, {id(entry)}, QueueConsole(screen))

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from itertools import count
 from dataclasses import dataclass
+from itertools import count
 from pathlib import Path
 from typing import Any
 

@@ -25,7 +25,15 @@ from engine.config.schema import (
 )
 from engine.problems import render
 from wizard.checks import AnswerError
-from wizard.draft import ASK, Correction, Draft, Followed, Predicate, field_default, field_value
+from wizard.draft import (
+    ASK,
+    Correction,
+    Draft,
+    Followed,
+    Predicate,
+    field_default,
+    field_value,
+)
 
 # ---- proposals ------------------------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ from rich.progress import (
 
 from engine.events import Phase, RunResult, StepStats
 
-
 #: the columns the step bar's text takes besides the bar, with and without the elapsed time
 WIDE, NARROW = 100, 76
 

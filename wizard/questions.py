@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from wizard.advanced_questions import ADVANCED_QUESTIONS
 from wizard.block_answers import block_family, block_values
-from wizard.draft import ADVANCED, ASK, Draft, Kind, Question, field_default, field_value
+from wizard.draft import (
+    ADVANCED,
+    ASK,
+    Draft,
+    Kind,
+    Question,
+    field_default,
+    field_value,
+)
 from wizard.lets_questions import LETS_QUESTIONS, LOAD_QUESTIONS
 from wizard.predicates import detected_family
 

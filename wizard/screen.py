@@ -9,7 +9,7 @@ terminal soft-wraps it, which copies as one piece). Every message of the wizard 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rich.cells import cell_len
@@ -89,7 +89,6 @@ class Screen:
     texts: dict[str, Any]
     command: str = "lora-wizard"
     lang: str = "en"
-    notes: list[str] = field(default_factory=list)
 
     @property
     def width(self) -> int:
