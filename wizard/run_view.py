@@ -186,6 +186,7 @@ def show_summary(screen: Screen, journal, ran_now: set[int], listener: QueueCons
         if learned.first_loss is not None and learned.last_loss is not None:
             screen.say(texts["loss"].format(first=f"{learned.first_loss:.4f}", last=f"{learned.last_loss:.4f}"), indent="  ")
         if learned.logs is not None:
-            screen.say(texts["logs"].format(command=f"tensorboard --logdir {learned.logs}"), indent="  ", more="    ")
+            screen.say(texts["logs"], indent="  ")
+            screen.command_line(f"  tensorboard --logdir {learned.logs}")
         if learned.samples is not None:
             screen.say(texts["samples"].format(path=learned.samples), indent="  ", more="    ")
