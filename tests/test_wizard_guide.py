@@ -336,3 +336,19 @@ def test_every_text_the_wizard_loads_is_json_safe(saved, monkeypatch):
     path = keep_draft(draft, saved)
     assert json.loads(path.read_text())["answers"]["dataset.resolution"] == [768, 512]
     assert read_draft(path, saved).draft.answers == draft.answers
+
+
+def test_at_80_columns_the_review_is_a_list_that_still_shows_the_files_values(saved, monkeypatch, tmp_path):
+    from engine.config.io import save_config
+    from tests.support.cli import write_dataset
+
+    reg = write_dataset(tmp_path / "reg", folder="1_person")
+    path = save_config(TrainConfig.model_validate({"dataset": {"reg_img_folder": str(reg)}}), tmp_path)
+    script = Script({"ask.load_json": "y", "ask.load_path": typed(str(path)), "ask.reg_images": "n"})
+    run = run_wizard(script, saved, monkeypatch, width=80)
+
+    review = run.output[run.output.rindex("Your training config"):]
+    assert "…" not in review and "┃" not in review  # a list, not a squeezed table
+    assert all(len(line) <= 80 for line in review.splitlines() if str(reg) not in line)
+    assert "reg_img_folder" in review and f"in the file: {reg}" in flat(review)
+    assert "differ from" in flat(review)

@@ -39,7 +39,7 @@ from wizard.questions import (
     detected_family,
     question_list,
 )
-from wizard.review import block_table, changed_from_file, review_table
+from wizard.review import block_table, changed_from_file, review_table, show_review
 from wizard.screen import Screen
 
 TRAIN, QUEUE, SAVE, EDIT = "train", "queue", "save", "edit"
@@ -295,7 +295,8 @@ def review(draft: Draft, cfg: TrainConfig, screen: Screen) -> tuple[str, TrainCo
     draft.asking = None
     while True:
         loaded = draft.base if draft.loaded_from is not None else None
-        screen.console.print(review_table(cfg, texts["review"], follows_text(draft, texts), loaded))
+        follows = follows_text(draft, texts)
+        show_review(screen, review_table(cfg, texts["review"], follows, loaded), cfg, follows, loaded)
         if loaded is not None:
             changed = changed_from_file(cfg, loaded)
             key = "changed_from_file" if changed else "same_as_file"

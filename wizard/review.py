@@ -102,6 +102,40 @@ def review_table(
     return table
 
 
+def show_review(screen, table: Table, cfg: TrainConfig, follows: dict[str, str], loaded: TrainConfig | None) -> None:
+    """The review table when it fits the terminal; else the same rows as a list (a setting and its
+    value a line, the default and the file's value after it), so no value is squeezed into a column
+    a few characters wide."""
+    from rich.measure import Measurement
+
+    console, labels = screen.console, screen.texts["review"]
+    if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
+        console.print(table)
+        return
+    screen.say(labels["title"], "bold")
+    rows = review_rows(cfg, set(follows), loaded)
+    name_width = max(len(name) for _, name, _, _ in rows)
+    for i, (section, name, value, default) in enumerate(rows):
+        if i == 0 or rows[i - 1][0] != section:
+            screen.say(section, "dim")
+        shown = show_value(value, labels)
+        if f"{section}.{name}" in follows and value != default:
+            shown += f" ({follows[f'{section}.{name}']})"  # as the table shows it: "0.0001 (for Prodigy)"
+        notes = []
+        if value != default:
+            notes.append(labels["default_was"].format(value=show_value(default, labels)))
+        before = None if loaded is None else getattr(getattr(loaded, section), name)
+        if loaded is not None and before != value:
+            notes.append(labels["in_file_was"].format(value=show_value(before, labels)))
+        text = f"{name.ljust(name_width)}  {shown}" + (f"  ({'; '.join(notes)})" if notes else "")
+        screen.say(text, "bold" if value != default or (loaded is not None and before != value) else None, "  ", "  " + " " * (name_width + 2))
+    processes = launched_processes()
+    batch, accumulation = cfg.training.batch_size, cfg.optim.gradient_accumulation_steps
+    screen.say(labels["run"], "dim")
+    screen.say(f"{labels['processes']}: {processes}", indent="  ")
+    screen.say(f"{labels['effective_batch']}: {batch * accumulation * processes} ({batch} x {accumulation} x {processes})", indent="  ")
+
+
 def show_value(value: Any, labels: dict[str, str]) -> str:
     """A value as the review and the edit list show it (labels give the words for yes/no/unset)."""
     if value is None:
