@@ -67,6 +67,11 @@ class Reporter(Protocol):
 
     def phase(self, name: Phase) -> None: ...
 
+    def progress(self, phase: Phase, done: int, total: int) -> None:
+        """How far a slow phase before the first step is (latents or captions encoded of `total`);
+        called once with done=0 when the phase starts, then after each batch."""
+        ...
+
     def started(self, total_steps: int, total_epochs: int) -> None: ...
 
     def step(self, stats: StepStats) -> None: ...
@@ -82,6 +87,7 @@ class SilentReporter:
     def __init__(self) -> None:
         self.notices: list[str] = []
         self.phases: list[str] = []
+        self.progressed: list[tuple[Phase, int, int]] = []
         self.steps: list[StepStats] = []
         self.saved_files: list[Path] = []
         self.result: RunResult | None = None
@@ -91,6 +97,9 @@ class SilentReporter:
 
     def phase(self, name: Phase) -> None:
         self.phases.append(name)
+
+    def progress(self, phase: Phase, done: int, total: int) -> None:
+        self.progressed.append((phase, done, total))
 
     def started(self, total_steps: int, total_epochs: int) -> None:
         pass

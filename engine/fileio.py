@@ -25,9 +25,11 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, overwrite: bool =
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes it private; give it a normal file's mode
     try:
         write(tmp)
+        # after `write`, not before: safetensors' save_file replaces the file it is given with a
+        # new one of mode 0600 (as mkstemp's own), which a WebUI running as another user cannot read
+        give_normal_mode(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         if not overwrite and path.exists():
@@ -36,6 +38,13 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, overwrite: bool =
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def give_normal_mode(path: Path) -> None:
+    """The mode `open()` would have given: 0666 for a file, 0777 for a folder, less the umask (a
+    temporary file or folder from tempfile is private to its owner)."""
+    full = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, full & ~_current_umask())
 
 
 def _current_umask() -> int:

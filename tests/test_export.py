@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from engine.config.export_files import export_config
 from engine.config.io import load_config, read_config

@@ -383,7 +383,7 @@ def replay_with_wrong_family(tmp_path, capsys, checkpoints, dataset) -> tuple[in
     path.write_text(cfg.model_dump_json(), encoding="utf-8")
     code = main(["replay", str(path)])
     out = capsys.readouterr()
-    return code, out.out + out.err
+    return code, " ".join((out.out + out.err).split())  # messages wrap to the terminal
 
 
 def test_family_mismatch_is_a_clear_error(tmp_path, capsys, checkpoints, dataset):

@@ -10,9 +10,9 @@ import pytest
 from engine.config.flat_import import (
     FLAT_KEYS,
     IGNORED_KEYS,
+    NOT_OFFERED,
     SESSION_KEYS,
     SPECIAL_KEYS,
-    NOT_OFFERED,
     flat_key_paths,
     flat_to_nested,
     is_flat_config,

@@ -13,7 +13,13 @@ from engine.data.plan import make_plan
 from engine.events import RunStatus, SilentReporter
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one
-from engine.run.cadence import epoch_save_due, loss_read_due, planned_saves, step_save_due, text_encoder_stop_step
+from engine.run.cadence import (
+    epoch_save_due,
+    loss_read_due,
+    planned_saves,
+    step_save_due,
+    text_encoder_stop_step,
+)
 from engine.run.train import accumulation_boundary
 
 

@@ -18,7 +18,7 @@ from engine.events import Outcome, SilentReporter
 from engine.queue.oom import position_in, smaller_batch
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one
-from tests.support.cli import write_dataset
+from tests.support.cli import one_line, write_dataset
 from tests.test_queue import fake_train, run_cli, write_config
 
 CUDA_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.69 GiB total capacity)"
@@ -111,7 +111,7 @@ def test_an_oom_is_retried_once_with_the_same_effective_batch(config, capsys, mo
     assert [c[:4] for c in trainer.calls] == [(2, 1, 2, 4), (1, 2, 2, 4)]
     assert trainer.calls[1][4] is None  # the fake saved no state: the retry starts from the start
     note = "out of memory at batch 2: retried with batch 1 and gradient accumulation 2 (effective batch 2 and 4 steps as planned), from the start"
-    assert out.count(note) == 3  # while it happens, under the run, in the summary
+    assert one_line(out).count(note) == 3  # while it happens, under the run, in the summary
     run_dir = config.parent.parent / "out" / "run1"
     retry_config = next(run_dir.glob("oom-oom-retry-*.json"))
     assert json.loads(retry_config.read_text())["training"]["batch_size"] == 1
@@ -134,7 +134,7 @@ def test_batch_one_has_nothing_to_halve(tmp_path, capsys):
     trainer = OomTrainer(failures=1)
     code, out = run_cli(capsys, "replay", config, trainer=trainer)
     assert code == Outcome.RUN_FAILED and len(trainer.calls) == 1
-    assert "(no retry with a smaller batch: the batch is already 1)" in out
+    assert "(no retry with a smaller batch: the batch is already 1)" in one_line(out)
 
 
 # ------------------------------------------------------------------------- a real run, mid-epoch

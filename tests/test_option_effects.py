@@ -29,7 +29,13 @@ from PIL import Image
 import engine.run.build
 import engine.run.optim
 import engine.run.step
-from engine.config.schema import LrScheduler, ModelFamily, NetworkConfig, Optimizer, TrainConfig
+from engine.config.schema import (
+    LrScheduler,
+    ModelFamily,
+    NetworkConfig,
+    Optimizer,
+    TrainConfig,
+)
 from engine.data.plan import Sample, epoch_batches, make_plan, steps_before
 from engine.errors import LoraWizardError, MissingPackageError
 from engine.events import RunStatus, SilentReporter

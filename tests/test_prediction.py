@@ -13,7 +13,13 @@ from safetensors import safe_open
 
 from engine.config.schema import ModelFamily, TrainConfig
 from engine.events import Outcome, RunStatus, SilentReporter
-from engine.models.prediction import Prediction, decide, looks_like_v_prediction, prediction_of_folder, prediction_of_keys
+from engine.models.prediction import (
+    Prediction,
+    decide,
+    looks_like_v_prediction,
+    prediction_of_folder,
+    prediction_of_keys,
+)
 from engine.models.tiny import build_tiny
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one

@@ -113,6 +113,6 @@ def test_cli_wrong_blip_folder_is_bad_input(dataset, tmp_path, capsys):
     folder = tmp_path / "some_model"
     folder.mkdir()
     assert main(["dataset", "caption", str(dataset), "--blip", str(folder)]) == 2
-    out = capsys.readouterr().out.replace("\n", "")
+    out = " ".join(capsys.readouterr().out.split())
     assert f"BLIP folder {folder}: config.json missing" in out
     assert set(captions(dataset)) == {"c.txt"}  # nothing written

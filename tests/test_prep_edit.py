@@ -151,7 +151,7 @@ def test_interrupted_edit_keeps_every_replaced_original(dataset, monkeypatch, ca
 def test_a_caption_that_is_not_utf8_is_named(dataset, capsys):
     (dataset / "10_mychar" / "b.txt").write_bytes(b"caf\xe9\n")
     assert main(["dataset", "clean", str(dataset)]) == 2
-    out = capsys.readouterr().out.replace("\n", "")
+    out = " ".join(capsys.readouterr().out.split())
     assert "b.txt: caption file is not UTF-8" in out
     assert not [p for p in dataset.iterdir() if p.name.startswith(".")]  # nothing was changed
 

@@ -185,7 +185,7 @@ def test_cli_wrong_tagger_folder_is_bad_input(dataset, tmp_path, capsys, monkeyp
     (wrong / "readme.md").write_text("hello")
 
     assert main(["dataset", "tag", str(dataset), "--tagger", str(wrong)]) == 2
-    out = capsys.readouterr().out.replace("\n", "")
+    out = " ".join(capsys.readouterr().out.split())
     assert str(wrong) in out and "model.onnx and selected_tags.csv missing" in out and "readme.md" in out
     assert not list(dataset.rglob("*.txt"))[1:]  # only the caption that was there before
 

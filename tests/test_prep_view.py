@@ -18,11 +18,14 @@ from engine.config.schema import TrainConfig
 from engine.data.plan import make_plan
 from engine.prep.view import summarize
 from prompts import load_prompts
+from tests.support.cli import one_line
 from tests.support.prep_models import write_images, write_tagger
 from wizard.app import main
-from wizard.dataset_cmd import render_summary, view_config
+from wizard.dataset_cmd import view_config
 from wizard.dataset_step import show_dataset
+from wizard.dataset_view import render_summary
 from wizard.questions import Draft, question_list
+from wizard.screen import Screen
 
 GREY = (128, 128, 128)
 
@@ -131,13 +134,13 @@ def test_cli_view_with_a_config(dataset, tmp_path, capsys):
 
 def test_cli_view_bad_input(dataset, tmp_path, capsys):
     assert main(["dataset", str(tmp_path / "missing")]) == 2
-    assert "is not a folder" in capsys.readouterr().out
+    assert "is not a folder" in one_line(capsys.readouterr().out)  # wrapped where the path ends
     assert main(["dataset", str(dataset / "10_mychar")]) == 2
-    assert f"lora-wizard dataset {dataset}" in capsys.readouterr().out.replace("\n", "")
+    assert f"lora-wizard dataset {dataset}" in one_line(capsys.readouterr().out)
     assert main(["dataset"]) == 2
     assert "--config" in capsys.readouterr().out
     assert main(["dataset", str(dataset), "--resolution", "10"]) == 2
-    assert "at least 64" in capsys.readouterr().out
+    assert "at least 64" in one_line(capsys.readouterr().out)
 
 
 # ---- in the wizard --------------------------------------------------------------------------------------
@@ -155,7 +158,7 @@ def test_wizard_shows_the_summary_and_offers_to_tag(dataset, tmp_path, monkeypat
     out = io.StringIO()
     with create_pipe_input() as inp, create_app_session(input=inp, output=DummyOutput()):
         inp.send_text("y" + "mychar\r")  # tag them? yes; trigger word
-        show_dataset(draft_for(dataset), Console(file=out, width=80), load_prompts("en"))
+        show_dataset(draft_for(dataset), Screen(Console(file=out, width=80), load_prompts("en")))
     text = out.getvalue()
 
     assert "Captions missing: 2 images" in text and "Buckets at 512x512" in text
@@ -170,7 +173,7 @@ def test_wizard_without_a_tagger_does_not_offer(dataset, monkeypatch):
     monkeypatch.delenv("LORA_WIZARD_TAGGER", raising=False)
     out = io.StringIO()
     with create_pipe_input(), create_app_session(output=DummyOutput()):
-        show_dataset(draft_for(dataset), Console(file=out, width=80), load_prompts("en"))  # asks nothing
+        show_dataset(draft_for(dataset), Screen(Console(file=out, width=80), load_prompts("en")))  # asks nothing
     assert "Captions missing: 2 images" in out.getvalue()
     assert not (dataset / "10_mychar" / "b.txt").exists()
 
@@ -179,12 +182,12 @@ def test_wizard_shows_a_dataset_problem_and_goes_on(tmp_path, monkeypatch):
     broken = tmp_path / "broken"
     write_images(broken / "mychar", {"a.png": ((64, 64), GREY)})  # no <repeats>_ prefix
     out = io.StringIO()
-    show_dataset(draft_for(broken), Console(file=out, width=200), load_prompts("en"))
+    show_dataset(draft_for(broken), Screen(Console(file=out, width=200), load_prompts("en")))
     assert "Training would stop at this dataset" in out.getvalue() and "10_mychar" in out.getvalue()
 
 
 def test_the_summary_follows_the_image_folder_question(dataset, tmp_path, monkeypatch):
-    from tests.test_wizard_flow import Script, run_wizard, typed
+    from tests.support.wizard_script import Script, run_wizard, typed
 
     monkeypatch.delenv("LORA_WIZARD_TAGGER", raising=False)
     run = run_wizard(Script({"dataset.img_folder": typed(str(dataset))}), tmp_path / "saved", monkeypatch)

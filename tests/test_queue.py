@@ -28,10 +28,11 @@ from engine.queue.journal import (
     FOLDER_JOURNAL,
     LIST_JOURNAL,
     folder_configs,
+    journal_path,
     queue_lock,
 )
 from engine.run.train import LossMeter
-from wizard.app import main
+from tests.support.cli import one_line, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -131,12 +132,6 @@ def journal(path: Path) -> dict[str, dict]:
     return {Path(r["config"]).stem: r for r in runs}
 
 
-def run_cli(capsys, *argv, trainer=None) -> tuple[int, str]:
-    code = main([str(a) for a in argv], trainer=trainer)
-    out = capsys.readouterr()
-    return code, out.out + out.err
-
-
 class Recording(list):
     """The fake trainer, recording the runs it trained (their output names) in order."""
 
@@ -215,7 +210,7 @@ def test_preflight_checks_the_model_file_and_the_free_disk(queue_dir, tmp_path, 
     monkeypatch.setattr("engine.queue.preflight.shutil.disk_usage", lambda path: type("U", (), {"free": 5 << 20})())
     code, out = run_cli(capsys, "queue", "--folder", queue_dir, trainer=calls)
     assert code == Outcome.BAD_INPUT and calls == []
-    assert "only 5.0 MiB is free" in out and "a.json, b.json, c.json" in out
+    assert "only 5.0 MiB is free" in one_line(out) and "a.json, b.json, c.json" in one_line(out)
 
 
 def test_dry_run_prints_the_plan_with_run_folders_and_writes_nothing(queue_dir, tmp_path, calls, capsys):
@@ -225,7 +220,7 @@ def test_dry_run_prints_the_plan_with_run_folders_and_writes_nothing(queue_dir, 
     assert code == Outcome.OK and calls == []
     for n, name in ((5, "a"), (6, "b"), (7, "c")):
         assert f"run{n}/{name}.safetensors" in out
-    assert "1 of 2 images have no .txt caption" in out  # lint warnings are shown, not refused
+    assert "1 of 2 images have no .txt caption" in " ".join(out.split())  # lint warnings are shown, not refused
     assert not (queue_dir / FOLDER_JOURNAL).exists() and not (tmp_path / "out" / "run5").exists()
 
 
@@ -374,7 +369,7 @@ def test_list_mode_journal_edited_configs_and_failed_runs(tmp_path, calls, capsy
         return calls(cfg, plan, run_dir, reporter, stop, resume_from)
 
     assert run_cli(capsys, "queue", a, b, trainer=fail_a)[0] == Outcome.CANCELLED
-    states = journal(tmp_path / LIST_JOURNAL)
+    states = journal(journal_path(None, tmp_path))
     assert (states["a"]["state"], states["b"]["state"]) == ("failed", "interrupted")
     monkeypatch.delenv("FAKE_B")
 
@@ -382,11 +377,11 @@ def test_list_mode_journal_edited_configs_and_failed_runs(tmp_path, calls, capsy
     assert code == Outcome.BAD_INPUT and "--resume" in out
     code, out = run_cli(capsys, "queue", "--resume", trainer=calls)  # the journal's own list: b only
     assert code == Outcome.OK
-    assert calls == ["a", "b", "b"] and "edit it to train it again" in out
+    assert calls == ["a", "b", "b"] and "edit it to train it again" in " ".join(out.split())
     write_config(tmp_path / "cfgs", "a", data, tmp_path / "out", optim={"optimizer": "AdamW", "learning_rate": 5e-5})
     code, out = run_cli(capsys, "queue", a, "--resume", trainer=calls)  # edited: a new run
     assert code == Outcome.OK and calls == ["a", "b", "b", "a"]
-    runs = json.loads((tmp_path / LIST_JOURNAL).read_text(encoding="utf-8"))["runs"]
+    runs = json.loads(journal_path(None, tmp_path).read_text(encoding="utf-8"))["runs"]
     assert [(Path(r["config"]).stem, r["state"]) for r in runs] == [("a", "failed"), ("b", "done"), ("a", "done")]
     assert run_cli(capsys, "queue", a, b, trainer=calls)[0] == Outcome.OK  # finished: a fresh queue may start
     assert calls[-2:] == ["a", "b"] and not (tmp_path / "cfgs" / "complete").exists()
@@ -575,3 +570,23 @@ def test_a_lora_save_whose_rename_fails_leaves_no_file_and_fails_the_run(queue_d
     assert [p.name for p in run_dir.iterdir() if "safetensors" in p.name] == []
     assert [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")] == []
     assert "No space left on device" in (queue_dir / "failed" / "a.error.txt").read_text(encoding="utf-8")
+
+
+def test_a_list_queue_keeps_its_journal_out_of_the_working_folder(tmp_path, calls, capsys, monkeypatch):
+    data = write_dataset(tmp_path / "data")
+    a = write_config(tmp_path / "cfgs", "a", data, tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(capsys, "queue", a, trainer=calls)[0] == Outcome.OK
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfgs", "data", "out"]  # no journal here
+    path = journal_path(None, tmp_path)
+    assert path.parent == Path(os.environ["LORA_WIZARD_HOME"]) / "queues" and path.is_file()
+    assert journal_path(None, tmp_path / "cfgs") != path  # one journal per working folder
+
+    # an older version's journal in the working folder, with a run left: still carried on from there
+    legacy = json.loads(path.read_text(encoding="utf-8"))
+    legacy["runs"][0]["state"] = "interrupted"
+    (tmp_path / LIST_JOURNAL).write_text(json.dumps(legacy), encoding="utf-8")
+    assert journal_path(None, tmp_path) == tmp_path / LIST_JOURNAL
+    assert run_cli(capsys, "queue", "--resume", trainer=calls)[0] == Outcome.OK
+    assert calls == ["a", "a"] and journal(tmp_path / LIST_JOURNAL)["a"]["state"] == "done"
+    assert journal_path(None, tmp_path) == path  # finished: new queues go to the home again

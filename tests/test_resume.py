@@ -97,6 +97,18 @@ def test_resume_needs_the_same_seed(tmp_path, uninterrupted):
         train(cfg)
 
 
+def test_state_folders_have_the_umasks_mode(uninterrupted):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    states = [p for p in uninterrupted.run_dir.iterdir() if p.name.endswith("-state")]
+    assert states
+    for state in states:
+        assert state.stat().st_mode & 0o777 == 0o777 & ~mask
+        assert {f.stat().st_mode & 0o777 for f in state.iterdir()} == {0o666 & ~mask}
+
+
 def test_resume_from_a_folder_that_is_not_a_state(tmp_path):
     with pytest.raises(ConfigError, match="not a training state folder"):
         train(config(tmp_path, "x", resume=str(tmp_path)))

@@ -22,9 +22,12 @@ from engine.run.tracking import (
 )
 
 
-def config(log_dir: Path | None, *, prefix: str | None = None, name: str | None = "mychar") -> TrainConfig:
+def config(
+    log_dir: Path | None, *, prefix: str | None = None, name: str | None = "mychar", tensorboard: bool = True
+) -> TrainConfig:
     cfg = TrainConfig()
     # assignment on the section: TrainConfig() would refuse these while the engine marks them unsupported
+    cfg.logging.tensorboard = tensorboard
     cfg.logging.log_dir = log_dir
     cfg.logging.log_prefix = prefix
     cfg.saving.output_name = name
@@ -94,9 +97,18 @@ def test_each_run_gets_its_own_folder_never_a_shared_one(tmp_path):
     assert log_folder(config(logs), tmp_path / "run4") == logs / "mychar-run4"
 
 
-@pytest.mark.parametrize("log_dir, main", [(None, True), ("logs", False)])
-def test_null_log_without_log_dir_or_off_the_main_process(tmp_path, log_dir, main):
-    log = open_train_log(config(tmp_path / log_dir if log_dir else None), tmp_path / "run1", is_main_process=main)
+def test_without_a_log_dir_a_run_logs_into_its_own_folder(tmp_path):
+    run_dir = tmp_path / "output" / "run2"
+    with open_train_log(config(None), run_dir, is_main_process=True) as log:
+        log.step(1, 0.5, {"unet": 1e-4})
+    assert log.folder == run_dir / "logs" == log_folder(config(None), run_dir)
+    assert scalars(read_events(log.folder), LOSS_CURRENT) == [(1, 0.5)]
+
+
+@pytest.mark.parametrize("log_dir, tensorboard, main", [(None, False, True), ("logs", False, True), ("logs", True, False)])
+def test_null_log_when_turned_off_or_off_the_main_process(tmp_path, log_dir, tensorboard, main):
+    cfg = config(tmp_path / log_dir if log_dir else None, tensorboard=tensorboard)
+    log = open_train_log(cfg, tmp_path / "run1", is_main_process=main)
     assert isinstance(log, NullTrainLog)
     with log:
         log.step(1, 0.5, {"unet": 1e-4})

@@ -56,6 +56,31 @@ def test_trains_the_planned_number_of_steps(demo_run):
     assert any("fp32" in n for n in reporter.notices)  # fp16 requested, CPU run: says so
 
 
+def test_the_first_loss_is_shown_at_step_1_and_caching_reports_progress(demo_run):
+    _, planned, _, reporter = demo_run
+    assert reporter.steps[0].loss is not None  # the bar shows a loss from the first step
+    latents = [(done, total) for phase, done, total in reporter.progressed if phase == "caching latents"]
+    assert latents[0] == (0, 6) and latents[-1] == (6, 6)  # 6 images, each encoded once (repeats reuse it)
+    assert [d for d, _ in latents] == sorted(d for d, _ in latents)
+
+
+def test_every_file_of_a_run_gets_the_umasks_mode(demo_run):
+    """A LoRA readable by the user's other programs (a WebUI running as another user), as its JSON is."""
+    import os
+
+    _, _, result, _ = demo_run
+    mask = os.umask(0)
+    os.umask(mask)
+    files = [f for f in result.run_dir.rglob("*") if f.is_file()]
+    assert any(f.suffix == ".safetensors" for f in files) and any(f.suffix == ".json" for f in files)
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: oct(0o666 & ~mask) for f in files}
+
+
+def test_the_run_logs_to_tensorboard_in_its_own_folder(demo_run):
+    _, _, result, _ = demo_run
+    assert list((result.run_dir / "logs").glob("events.out.tfevents.*"))
+
+
 def test_lora_file_has_the_kohya_keys_and_metadata(demo_run):
     cfg, planned, result, _ = demo_run
     lora = result.run_dir / "last.safetensors"

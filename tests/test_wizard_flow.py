@@ -1,33 +1,33 @@
-"""The interactive wizard, driven in-process through prompt_toolkit's pipe input.
-
-A `Script` says what to type at each question, by the question's config path, so the tests do not
-depend on how many questions come before; every prompt not named gets Enter (its default). The keys
-for a question are queued just before it is asked, which also records the order of the questions.
-"""
+"""The interactive wizard, driven in-process through prompt_toolkit's pipe input
+(tests/support/wizard_script.py: a `Script` of keys per question path)."""
 
 from __future__ import annotations
 
 import faulthandler
-import io
 import json
 import re
 import struct
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from prompt_toolkit.application import create_app_session
-from prompt_toolkit.input import create_pipe_input
-from prompt_toolkit.output import DummyOutput
-from rich.console import Console
 
 from engine.config.io import load_config, save_config
 from engine.config.schema import ModelFamily, NetworkType, TrainConfig, field_paths
 from prompts import load_prompts
 from tests.support.cli import write_dataset
+from tests.support.wizard_script import (
+    CTRL_B,
+    CTRL_C,
+    CTRL_U,
+    DOWN,
+    ENTER,
+    Script,
+    run_wizard,
+    typed,
+)
 from wizard import ask, flow
 from wizard.checks import AnswerError
 from wizard.questions import (
@@ -40,13 +40,7 @@ from wizard.questions import (
     question_list,
 )
 
-DOWN, ENTER, CTRL_C, CTRL_U = "\x1b[B", "\r", "\x03", "\x15"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def typed(text: str) -> str:
-    """Clear the pre-filled default, type `text`, press Enter."""
-    return CTRL_U + text + ENTER
 
 
 # The order of LoRA_Easy_Training_Scripts' questions with the later ones that fit, as the user meets it pressing
@@ -89,9 +83,10 @@ ALL_DEFAULTS_ORDER = [
     "optim.mixed_precision",
     "dataset.cache_latents",
     "ask.min_snr",
+    "ask.samples",
     "ask.advanced",
 ]
-# After loading a saved config (LETS B1-J): steps 2-13, then 28-33.
+# After loading a saved config (as LoRA_Easy_Training_Scripts did): its steps 2-13, then 28-33.
 LOADED_DEFAULTS_ORDER = [
     "ask.load_json",
     "ask.load_path",
@@ -117,57 +112,6 @@ LOADED_DEFAULTS_ORDER = [
 
 def offered(order: list[str]) -> list[str]:
     return list(order)
-
-
-@dataclass
-class Script:
-    answers: dict[str, str | list[str]] = field(default_factory=dict)  # keys per question path
-    actions: list[str] = field(default_factory=lambda: ["train"])  # one per review
-    edits: list[str] = field(default_factory=list)  # the question picked at each "edit"
-    asked: list[str] = field(default_factory=list)
-
-    def keys_for(self, path: str) -> str:
-        keys = self.answers.get(path, ENTER)
-        if isinstance(keys, list):
-            return keys.pop(0) if keys else ENTER
-        return keys
-
-
-@dataclass
-class Run:
-    outcome: flow.WizardOutcome | None
-    output: str
-    asked: list[str]
-    error: BaseException | None = None
-
-
-def run_wizard(script: Script, folder: Path, monkeypatch) -> Run:
-    real_ask, real_table, real_pick = ask.ask_question, flow.review_table, flow.pick_question
-    out = io.StringIO()
-    with create_pipe_input() as inp, create_app_session(input=inp, output=DummyOutput()):
-
-        def scripted_ask(q, draft, texts, console):
-            script.asked.append(q.path)
-            inp.send_text(script.keys_for(q.path))
-            return real_ask(q, draft, texts, console)
-
-        def scripted_table(cfg, labels, *more):
-            inp.send_text(DOWN * flow.ACTIONS.index(script.actions.pop(0)) + ENTER)
-            return real_table(cfg, labels, *more)
-
-        def scripted_pick(draft, texts):
-            inp.send_text(DOWN * [q.path for q in draft.active()].index(script.edits.pop(0)) + ENTER)
-            return real_pick(draft, texts)
-
-        monkeypatch.setattr(ask, "ask_question", scripted_ask)
-        monkeypatch.setattr(flow, "review_table", scripted_table)
-        monkeypatch.setattr(flow, "pick_question", scripted_pick)
-        console = Console(file=out, width=120)
-        try:
-            outcome = flow.run_interactive(console, saved_configs_dir=folder)
-        except flow.WizardCancelled as err:
-            return Run(None, out.getvalue(), script.asked, err)
-    return Run(outcome, out.getvalue(), script.asked)
 
 
 @pytest.fixture(autouse=True)
@@ -367,37 +311,118 @@ def test_editing_a_gate_asks_what_it_enables(saved, monkeypatch, tmp_path):
     assert run.asked[-2:] == ["ask.reg_images", "dataset.reg_img_folder"]
 
 
-def test_ctrl_c_saves_the_draft(saved, monkeypatch):
-    script = Script({"network.dim": typed("8"), "optim.learning_rate": CTRL_C + "y"})
-    run = run_wizard(script, saved, monkeypatch)
+def kept_drafts(saved: Path) -> list[Path]:
+    return sorted((saved / "drafts").glob("*.draft.json"))
 
-    assert isinstance(run.error, flow.WizardCancelled) and run.error.exit_code == 130
-    [path] = run.error.saved
-    assert load_config(path).network.dim == 8  # a draft that validates is a normal config
-    assert str(path) in run.output.replace("\n", "")
+
+def test_ctrl_c_keeps_a_draft_that_the_next_start_continues(saved, monkeypatch):
+    first = run_wizard(Script({"network.dim": typed("8"), "optim.learning_rate": CTRL_C + "y"}), saved, monkeypatch)
+
+    assert isinstance(first.error, flow.WizardCancelled) and first.error.exit_code == 130
+    [draft] = kept_drafts(saved)
+    assert first.error.draft == draft and first.error.saved == []  # a draft, not a config
+    shown = " ".join(first.output.split())
+    assert str(draft) in first.output.replace("\n", "") and 'continue from the question "Learning rate:"' in shown
+
+    # the next start offers the draft (Enter: continue) and asks from the question it stopped at,
+    # then every question not answered yet: not the short list of a loaded file
+    second = run_wizard(Script(before=ENTER), saved, monkeypatch)
+    start = ALL_DEFAULTS_ORDER.index("optim.learning_rate")
+    assert second.asked == ALL_DEFAULTS_ORDER[start:]
+    assert second.outcome.configs[0].network.dim == 8
+    assert kept_drafts(saved) == []  # finished: the draft became the saved config
+
+
+def test_back_works_in_a_continued_draft_and_a_draft_can_be_left_for_later(saved, monkeypatch):
+    run_wizard(Script({"network.dim": typed("8"), "network.alpha": CTRL_C + "y"}), saved, monkeypatch)
+    # back from alpha reaches dim, answered before the restart
+    later = run_wizard(Script({"network.alpha": [CTRL_B], "network.dim": typed("16")}, before=ENTER), saved, monkeypatch)
+    assert later.asked[:3] == ["network.alpha", "network.dim", "network.alpha"]
+    assert later.outcome.configs[0].network.dim == 16
+
+    run_wizard(Script({"network.dim": typed("4"), "network.alpha": CTRL_C + "y"}), saved, monkeypatch)
+    fresh = run_wizard(Script(before=DOWN + ENTER), saved, monkeypatch)  # a new config, the draft kept
+    assert fresh.asked == ALL_DEFAULTS_ORDER and len(kept_drafts(saved)) == 1
+    run_wizard(Script(before=DOWN + DOWN + ENTER), saved, monkeypatch)  # a new config, the draft deleted
+    assert kept_drafts(saved) == []
+
+
+def test_a_draft_kept_at_the_review_continues_at_the_review(saved, monkeypatch):
+    run = run_wizard(Script(actions=["ctrl_c"]), saved, monkeypatch)
+    assert run.error is not None and len(kept_drafts(saved)) == 1
+
+    again = run_wizard(Script(before=ENTER), saved, monkeypatch)
+    assert again.asked == [] and again.outcome.configs == [wizard_defaults()]
 
 
 def test_ctrl_c_twice_leaves_without_saving(saved, monkeypatch):
     run = run_wizard(Script({"network.dim": typed("8"), "training.epochs": CTRL_C + CTRL_C}), saved, monkeypatch)
 
-    assert isinstance(run.error, flow.WizardCancelled) and run.error.saved == []
-    assert not saved.exists() or not any(saved.iterdir())
+    assert isinstance(run.error, flow.WizardCancelled) and run.error.saved == [] and run.error.draft is None
+    assert not saved.exists() or not any(saved.rglob("*.json"))
 
 
-def test_ctrl_c_keeps_an_unfinished_draft_as_raw_json(saved, monkeypatch):
-    # LoCon without its conv dim is not a valid config yet: it is kept as .draft.json
-    script = Script({"network.type": DOWN + ENTER, "network.conv_dim": CTRL_C + "y"})
-    run = run_wizard(script, saved, monkeypatch)
-
-    [path] = run.error.saved
-    assert path.name.endswith(".draft.json")
+def test_a_draft_keeps_answers_that_are_not_a_valid_config_yet(saved, monkeypatch):
+    # LoCon without its conv dim is not a valid config: the draft keeps it as answered
+    run_wizard(Script({"network.type": DOWN + ENTER, "network.conv_dim": CTRL_C + "y"}), saved, monkeypatch)
+    [path] = kept_drafts(saved)
     data = json.loads(path.read_text())
-    assert data["version"] == 1 and data["network"]["type"] == "locon" and data["network"]["conv_dim"] is None
+    assert data["answers"]["network.type"] == "locon" and data["asking"] == "network.conv_dim"
+    again = run_wizard(Script({"network.conv_dim": typed("8")}, before=ENTER), saved, monkeypatch)
+    assert again.asked[0] == "network.conv_dim" and again.outcome.configs[0].network.conv_dim == 8
 
 
 def test_ctrl_c_before_any_answer_just_leaves(saved, monkeypatch):
     run = run_wizard(Script({"ask.load_json": CTRL_C}), saved, monkeypatch)
-    assert isinstance(run.error, flow.WizardCancelled) and run.error.saved == []
+    assert isinstance(run.error, flow.WizardCancelled) and run.error.saved == [] and run.error.draft is None
+
+
+# ---- back during the questions, and the edit list --------------------------------------------------
+
+
+def test_back_asks_the_previous_question_with_its_answer_proposed(saved, monkeypatch, tmp_path):
+    images = write_dataset(tmp_path / "images")
+    script = Script({
+        "dataset.img_folder": [typed(str(images)), ENTER],  # Enter the second time: the answer is kept
+        "saving.output_folder": [CTRL_B, ENTER],
+        "training.epochs": [typed("3"), CTRL_B, ENTER],
+        "network.dim": [CTRL_B, typed("8")],  # back to epochs, and from there back to batch size
+    })
+    run = run_wizard(script, saved, monkeypatch)
+    cfg = run.outcome.configs[0]
+
+    i = run.asked.index("saving.output_folder")
+    assert run.asked[i - 1 : i + 3] == ["dataset.img_folder", "saving.output_folder", "dataset.img_folder", "saving.output_folder"]
+    assert cfg.dataset.img_folder == str(images)
+    j = run.asked.index("network.dim")
+    assert run.asked[j : j + 5] == ["network.dim", "training.epochs", "training.batch_size", "training.epochs", "network.dim"]
+    assert cfg.training.epochs == 3 and cfg.network.dim == 8  # taken back answers are proposed again
+
+
+def test_back_at_the_first_question_asks_load_a_saved_config_again(saved, monkeypatch):
+    run = run_wizard(Script({"model.base_model": [CTRL_B, ENTER]}), saved, monkeypatch)
+    assert run.asked[:4] == ["ask.load_json", "model.base_model", "ask.load_json", "model.base_model"]
+    assert run.outcome.configs == [wizard_defaults()]
+
+
+def test_the_edit_list_filters_as_you_type_and_shows_answers_as_given(monkeypatch):
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    from wizard.edit_list import edit_choices, pick_question
+
+    draft = Draft(TrainConfig(), question_list(loaded=False))
+    texts = load_prompts("en")
+    titles = {c.value.path: c.title for c in edit_choices(draft, texts) if c.value != "back"}
+    assert "(auto)" not in titles["model.family"] and titles["model.family"].split("  ")[1] == "no"
+    assert titles["model.clip_skip"].split("  ")[1] == "no"  # clip_skip 2 is "not a realistic model"
+    assert "AdamW8bit (less memory" in titles["optim.optimizer"]  # the choice's title
+    with create_pipe_input() as inp, create_app_session(input=inp, output=DummyOutput()):
+        inp.send_text("alpha" + ENTER)
+        assert pick_question(draft, texts).path == "network.alpha"
+        inp.send_text("\x1b")  # Esc: back to the review
+        assert pick_question(draft, texts) is None
 
 
 def test_load_a_saved_config_asks_the_short_list(saved, monkeypatch, tmp_path):
@@ -419,8 +444,10 @@ def test_load_a_saved_config_asks_the_short_list(saved, monkeypatch, tmp_path):
 
 
 def test_load_an_old_lets_json(saved, monkeypatch, tmp_path):
-    """A LETS popup file: its paths are from another machine, so they are asked again; the import
-    notes are shown; the skip list leaves reg images and the comment to the questions."""
+    """A LETS popup file: its paths are from another machine, so they are asked again (the file's
+    value proposed, refused while it does not exist); the import notes are shown; the answers that
+    LETS' skip list used to drop (reg images, comment) are proposed from the file, and what the user
+    changes shows at the review as a difference from the file."""
     lets = tmp_path / "lets.json"
     lets.write_text(json.dumps({
         "base_model": "/elsewhere/anything-v4.5.safetensors", "img_folder": "/elsewhere/img",
@@ -432,15 +459,34 @@ def test_load_an_old_lets_json(saved, monkeypatch, tmp_path):
         "ask.load_path": typed(str(lets)),
         "model.base_model": ENTER + typed("builtin:demo"),  # Enter on the stale path is refused
         "dataset.img_folder": typed("builtin:sample"),
+        "ask.reg_images": "n",  # proposed yes: the file has a reg folder
     })
-    run = run_wizard(script, saved, monkeypatch)
+    run = run_wizard(script, saved, monkeypatch, width=200)
     cfg = run.outcome.configs[0]
 
     assert "8bit_adam" in run.output
     assert cfg.optim.optimizer == "AdamW"  # LETS' own bug (AdamW8bit) is not carried over
     assert (cfg.network.dim, cfg.network.alpha, cfg.training.epochs) == (16, 8.0, 2)
-    assert cfg.dataset.reg_img_folder is None and cfg.saving.training_comment is None
+    assert cfg.dataset.reg_img_folder is None and cfg.saving.training_comment == "old"  # Enter kept the comment
     assert cfg.saving.output_folder == tmp_path / "out"
+    review = run.output[run.output.rindex("Your training config"):]
+    reg_row = next(line for line in review.splitlines() if "reg_img_folder" in line)
+    assert "/elsewhere/reg" in reg_row  # the cleared folder is a visible change, not a missing row
+    assert "differ from" in review and "dataset.reg_img_folder" in review and "model.base_model" in review
+
+
+def test_enter_everywhere_after_loading_keeps_every_value_of_the_file(saved, monkeypatch, tmp_path):
+    reg = write_dataset(tmp_path / "reg", folder="1_person")
+    original = TrainConfig.model_validate({
+        "dataset": {"reg_img_folder": str(reg)},
+        "saving": {"output_name": "mychar", "training_comment": "trigger: mychar"},
+    })
+    path = save_config(original, tmp_path)
+    run = run_wizard(Script({"ask.load_json": "y", "ask.load_path": typed(str(path))}), saved, monkeypatch)
+
+    assert run.outcome.configs[0] == original  # nothing dropped silently
+    assert "Every setting is as in" in " ".join(run.output.split())
+    assert run.outcome.saved[0].name.startswith("mychar-")  # named after the output
 
 
 # ---- pieces -------------------------------------------------------------------------------------------
@@ -608,6 +654,7 @@ ADVANCED_DEFAULTS_ORDER = [
     "saving.save_precision",
     "saving.save_state",
     "saving.no_metadata",
+    "logging.tensorboard",
     "logging.log_dir",
     "optim.gradient_checkpointing",
     "optim.gradient_accumulation_steps",

@@ -7,35 +7,47 @@
 `queue --skip-invalid` trains the valid configs of a queue with invalid ones; it ends with 1 when
 a run failed while training, else 2 when a config was invalid (skipped), else 0.
 
-A user's mistake is a LoraWizardError: its message is printed, never a traceback.
+`--lang en|zh|ja` (or the locale: LANG=zh_CN.UTF-8) picks the language of everything the wizard
+says (wizard/lang.py); the engine's own messages (the rulebook's problems, which name config
+fields) stay English. Hints name the command the user typed (`python run_wizard.py`, or
+`lora-wizard`). A user's mistake is a LoraWizardError: its message is printed, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import signal
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from engine.events import Outcome, RunStatus
+from engine.events import Outcome
+from engine.quiet import quiet_heavy_imports
+from prompts import load_prompts
 from wizard import report_cmd, sweep_cmd, time_cmd
+from wizard.lang import LANGUAGES, pick_language
+from wizard.screen import Screen
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--lang", choices=LANGUAGES, default=argparse.SUPPRESS,
+        help="language of the wizard: en, zh (简体中文), ja (日本語); default: the locale's (LANG), else en",
+    )
     parser = argparse.ArgumentParser(
         prog="lora-wizard",
         description="Train kohya-format LoRAs for Stable Diffusion. With no command, the wizard asks its questions.",
+        parents=[common],
     )
     sub = parser.add_subparsers(dest="command")
-    demo = sub.add_parser("demo", help="train the built-in demo model on the sample dataset, no questions")
+    demo = sub.add_parser("demo", parents=[common], help="train the built-in demo model on the sample dataset, no questions")
     demo.add_argument("--output", type=Path, help="output folder (default: output)")
     time_cmd.add_arguments(demo)
     report_cmd.add_arguments(demo)
-    replay = sub.add_parser("replay", help="train a saved config JSON, no questions")
+    replay = sub.add_parser("replay", parents=[common], help="train a saved config JSON, no questions")
     replay.add_argument("config", type=Path)
     replay.add_argument("--output", type=Path, help="output folder instead of the config's saving.output_folder")
     replay.add_argument("--dry-run", action="store_true", help="check and print the plan, train nothing")
@@ -43,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     time_cmd.add_arguments(replay)
     report_cmd.add_arguments(replay)
     queue = sub.add_parser(
-        "queue",
+        "queue", parents=[common],
         help="train several configs in order, checked first; recorded in a journal so --resume carries on after a crash",
     )
     queue.add_argument("configs", type=Path, nargs="*")
@@ -55,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     time_cmd.add_arguments(queue)
     report_cmd.add_arguments(queue)
     queue.add_argument(
-        "--resume", action="store_true", help="carry on with the last queue (of --folder DIR, else of this folder): skip done runs, retry interrupted ones"
+        "--resume", action="store_true",
+        help=(
+            "carry on with the last queue (of --folder DIR, else the one started from this folder, the wizard's "
+            "runs included): skip done runs, retry interrupted ones"
+        ),
     )
     queue.add_argument(
         "--skip-invalid",
@@ -68,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     export = sub.add_parser(
-        "export", help="write a config as sd-scripts files: training TOML, dataset TOML and the command that trains it"
+        "export", parents=[common],
+        help="write a config as sd-scripts files: training TOML, dataset TOML and the command that trains it",
     )
     export.add_argument("config", type=Path, help="the config to export (JSON or TOML, any format that loads)")
     export.add_argument("--to", choices=["sd-scripts"], required=True, help="the tool to write files for")
@@ -79,47 +96,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, *, trainer=None) -> int:
+def parse_command_line(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The options, and the arguments of `dataset` (parsed by its own parsers)."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "dataset":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args, rest
+
+
+def command_name(argv0: str | None = None) -> str:
+    """How the user started lora-wizard, for the hints that name a command: `python run_wizard.py`
+    (with the interpreter as it can be typed here), or the `lora-wizard` script."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    if Path(argv0).name != "run_wizard.py":
+        return "lora-wizard"
+    return f"{python_command()} {argv0}"
+
+
+def python_command() -> str:
+    """`python` when that is this interpreter, else its path (relative when under this folder)."""
+    me = Path(sys.executable).resolve()
+    for name in ("python", "python3"):
+        found = shutil.which(name)
+        if found and Path(found).resolve() == me:
+            return name
+    relative = os.path.relpath(sys.executable)
+    return relative if not relative.startswith("..") else sys.executable
+
+
+def main(argv: list[str] | None = None, *, trainer=None, program: str | None = None) -> int:
     """The command line. `trainer` replaces what trains a planned run (tests pass a fake;
-    engine.queue.runner.default_trainer otherwise)."""
+    engine.queue.runner.default_trainer otherwise); `program` the command hints name."""
+    quiet_heavy_imports()  # before anything imports huggingface_hub or bitsandbytes (preflight does)
     from engine.errors import LoraWizardError
     from engine.run.distributed import is_main_process
 
-    # paths and messages stay on one line, so they can be copied; with several processes
-    # (accelerate launch) only the main one shows plans and progress
-    console = Console(soft_wrap=True, quiet=not is_main_process())
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv[:1] if argv[:1] == ["dataset"] else argv)
-
+    args, rest = parse_command_line(argv)
+    lang = pick_language(getattr(args, "lang", None))
+    # soft_wrap: a line is never cropped; `Screen.say` wraps prose itself, in a terminal, and keeps
+    # paths whole. With several processes (accelerate launch) only the main one shows plans and progress.
+    console = Console(soft_wrap=True, quiet=not is_main_process())
+    screen = Screen(console, load_prompts(lang), program or command_name(), lang, wrap_prose=console.is_terminal)
     try:
         if args.command == "dataset":
             from wizard.dataset_cmd import run_dataset
 
-            return run_dataset(console, argv[1:])
+            return run_dataset(console, rest, screen.texts, screen.command)
         if args.command is None:
-            return _interactive(console, trainer)
+            from wizard.wizard_cmd import run_wizard
+
+            return run_wizard(screen, trainer)
         if args.command == "queue":
-            return _queue(console, args, trainer)
+            from wizard.runs import queue_command
+
+            return queue_command(
+                screen, args.folder, args.configs, resume=args.resume, output=args.output,
+                dry_run=args.dry_run, skip_invalid=args.skip_invalid, trainer=trainer,
+                timing=time_cmd.options(args), report=report_cmd.wanted(args),
+            )
         if args.command == "export":
-            return _export(console, args)
+            return export_command(screen, args)
         sweep_cmd.refuse_name_without_sweep(args)
         if sweep_cmd.wants_sweep(args):
-            return sweep_cmd.run_sweep(console, args, trainer, train_runs=_train_runs, queue=_queue)
-        runs = _collect_runs(args)
-        return _train_runs(
-            console, runs, trainer, dry_run=getattr(args, "dry_run", False), timing=time_cmd.options(args), report=report_cmd.wanted(args)
+            return sweep_cmd.run_sweep(screen, args, trainer)
+        from wizard.runs import train_runs
+
+        return train_runs(
+            screen, collect_runs(args), trainer, dry_run=getattr(args, "dry_run", False),
+            timing=time_cmd.options(args), report=report_cmd.wanted(args),
         )
     except LoraWizardError as exc:
         # errors are shown by every process: the failing one may not be the main one
-        errors = console if is_main_process() else Console(stderr=True, soft_wrap=True)
-        errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        errors = screen if is_main_process() else Screen(Console(stderr=True, soft_wrap=True), screen.texts)
+        errors.say(f"{screen.texts['ui']['error']} {exc}", "red")
         return exc.exit_code
     except KeyboardInterrupt:
-        console.print("[yellow]stopped.[/]")
+        screen.say(screen.texts["ui"]["stopped"], "yellow")
         return Outcome.CANCELLED
 
 
-def _collect_runs(args) -> list[tuple[str, object]]:
+def collect_runs(args) -> list[tuple[str, object]]:
     """demo and replay: one config, no journal."""
     from engine.queue.policy import demo_config
 
@@ -128,199 +186,20 @@ def _collect_runs(args) -> list[tuple[str, object]]:
     return sweep_cmd.changed_runs(args)
 
 
-def _export(console: Console, args) -> int:
+def export_command(screen: Screen, args) -> int:
+    """`export CFG --to sd-scripts FOLDER`: the files sd-scripts trains the same run from."""
     from engine.config.export_files import export_config
     from engine.config.io import load_config
 
     done = export_config(load_config(args.config), args.folder, args.config.stem)
     for path in (done.training_toml, done.dataset_toml, done.prompts):
         if path is not None:
-            console.print(f"wrote {escape(str(path))}", highlight=False)
+            screen.say(f"wrote {path}")
     for note in done.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-    console.print(f"train it with sd-scripts (from its folder):\n{escape(done.command)}", highlight=False)
+        screen.say(f"{screen.texts['ui']['note']} {note}", "yellow")
+    screen.say("train it with sd-scripts (from its folder):")
+    screen.command_line(done.command)
     return Outcome.OK
-
-
-def _interactive(console: Console, trainer) -> int:
-    from prompts import load_prompts
-    from wizard.flow import WizardCancelled, run_interactive
-
-    try:
-        outcome = run_interactive(console)
-    except WizardCancelled:
-        return Outcome.CANCELLED
-    if outcome.action != "train":
-        return Outcome.OK
-    timing = time_cmd.TimeOptions(finish_by=time_cmd.ask_finish_by(load_prompts("en")))
-    return _train_runs(console, [("wizard", cfg) for cfg in outcome.configs], trainer, dry_run=False, timing=timing)
-
-
-def plan_table(planned) -> Table:
-    from engine.queue.journal import forecast_run_dirs
-    from engine.queue.preflight import human_size
-
-    table = Table(title="plan")
-    for column in ("run", "images x repeats", "reg", "buckets", "batch (effective)", "steps/epoch", "epochs", "steps", "output", "disk"):
-        table.add_column(column)
-    for run, run_dir in zip(planned, forecast_run_dirs(planned)):
-        p, cfg = run.plan, run.config
-        extra = run.saves - 1
-        saves = f" (+{extra} earlier save{'s' if extra > 1 else ''})" if extra else ""
-        table.add_row(
-            escape(run.source),
-            str(p.num_train_images),
-            str(p.num_reg_images),
-            ", ".join(f"{w}x{h}:{n}" for (w, h), n in p.bucket_counts.items()),
-            f"{p.batch_size} ({p.effective_batch})",
-            str(p.steps_per_epoch),
-            str(p.epochs),
-            str(p.total_steps),
-            escape(f"{run_dir}/{cfg.saving.output_name or 'last'}.{cfg.saving.save_model_as.value}{saves}"),
-            f"~{human_size(run.output_bytes)}",
-        )
-    return table
-
-
-def _show_plan(console: Console, planned) -> None:
-    """Lint warnings (each once, with the runs it concerns), then the plan table."""
-    runs_of: dict[str, list[str]] = {}
-    for run in planned:
-        for warning in run.warnings:
-            runs_of.setdefault(warning, []).append(run.source)
-    for warning, sources in runs_of.items():
-        console.print(f"[yellow]note:[/] {escape(', '.join(sources))}: {escape(warning)}", highlight=False)
-    console.print(plan_table(planned))
-
-
-def _train_runs(
-    console: Console, runs, trainer, *, dry_run: bool, timing: time_cmd.TimeOptions | None = None, report: bool = True
-) -> int:
-    """demo, replay and the wizard's runs: checked together, trained in order, no journal."""
-    from engine.queue.policy import in_memory_queue
-    from engine.queue.preflight import preflight
-    from engine.run.distributed import launched_processes
-
-    planned = preflight(runs, launched_processes())  # the step count of the process count launched
-    planned, times = time_cmd.timed(console, planned, timing or time_cmd.TimeOptions())  # estimates; --finish-by picks the epochs
-    _show_plan(console, planned)
-    console.print(times)
-    if dry_run:
-        return Outcome.OK
-    journal, queued = in_memory_queue(planned)
-    return _execute(console, journal, queued, trainer, resume_hint=None, report=report)
-
-
-def _queue(console: Console, args, trainer) -> int:
-    """`queue CONFIG... | --folder DIR [--resume] [--dry-run]`: every run checked before the first
-    starts, each state recorded in the journal (see engine/queue/journal.py)."""
-    from engine.errors import problems_message
-    from engine.queue.journal import journal_path, open_queue, queue_lock
-    from engine.queue.policy import check_queue
-
-    path = journal_path(args.folder)
-    with queue_lock(path):
-        setup = open_queue(path, args.folder, args.configs, resume=args.resume, output=args.output)
-        journal = setup.journal
-        for note in setup.notes:
-            console.print(f"[dim]{escape(note)}[/]", highlight=False)
-        output = None if journal.output is None else Path(journal.output)
-        checked = check_queue(setup.todo, output, skip_invalid=args.skip_invalid)
-        if checked.invalid:
-            then = "dry run, nothing is recorded" if args.dry_run else "they are recorded failed and the others train"
-            title = f"{checked.title} (--skip-invalid: {then})"
-            console.print(f"[red]error:[/] {escape(problems_message(title, checked.problems))}", highlight=False)
-        planned, times = time_cmd.timed(console, [run for _, run in checked.runs], time_cmd.options(args))
-        checked.runs = [(entry, run) for (entry, _), run in zip(checked.runs, planned)]
-        if planned:
-            _show_plan(console, planned)
-            console.print(times)
-        if args.dry_run:
-            return Outcome.BAD_INPUT if checked.invalid else Outcome.OK
-        if not planned:
-            console.print("nothing left to train in this queue")
-        hint = f"lora-wizard queue {f'--folder {journal.folder} ' if journal.folder else ''}--resume"
-        return _execute(console, journal, checked.runs, trainer, resume_hint=hint, invalid=checked.invalid, report=report_cmd.wanted(args))
-
-
-def _execute(console: Console, journal, runs, trainer, *, resume_hint: str | None, invalid=(), report: bool = True) -> int:
-    """Run the queue with Ctrl-C handling, then print the summary. First Ctrl-C (or SIGTERM, as at
-    shutdown): finish the step, save `<name>-interrupted`, stop the queue. Second: leave at once.
-    `invalid`: (entry, problems) of runs that preflight refused (--skip-invalid), recorded failed."""
-    from engine.events import StopSignal
-    from engine.queue.execute import run_queue
-    from engine.queue.policy import outcome
-    from engine.queue.runner import default_trainer
-
-    stop = StopSignal()
-
-    def on_interrupt(signum, frame):
-        if stop.requested:  # second press: leave now
-            raise KeyboardInterrupt
-        console.print("[yellow]stopping after this step and saving (press Ctrl-C again to quit at once)[/]")
-        stop.request()
-
-    previous = {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        run_queue(journal, runs, _QueueConsole(console), stop, invalid, default_trainer if trainer is None else trainer, report=report)
-    except KeyboardInterrupt:
-        if resume_hint:
-            console.print(escape(f"the queue is recorded in {journal.path}; `{resume_hint}` carries on"), highlight=False)
-        raise
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    console.print(summary_table(journal, {id(entry) for entry, _ in [*runs, *invalid]}))
-    if stop.requested and resume_hint:
-        console.print(escape(f"stopped; `{resume_hint}` carries on with the rest"), highlight=False)
-    return outcome(runs, invalid, stopped=stop.requested)
-
-
-class _QueueConsole:
-    """engine.queue.execute.QueueListener for the terminal: a heading and a progress bar per run."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.reporter = None
-
-    def starting(self, entry, run, number: int, count: int):
-        from wizard.progress import RichReporter
-
-        counter = f" ({number}/{count})" if count > 1 else ""
-        self.console.rule(f"[bold]{escape(run.source)}[/]{counter}")
-        self.reporter = RichReporter(self.console)
-        return self.reporter
-
-    def ended(self, entry, result) -> None:
-        self.reporter.close()
-        if result is None:
-            colour, what = ("red", "run failed") if entry.state == "failed" else ("yellow", "interrupted")
-            self.console.print(f"[{colour}]{what}:[/] {escape(entry.reason or '')}", highlight=False)
-            return
-        self.console.print(f"[green]{result.status}[/]: {result.steps}/{result.total_steps} steps in {result.seconds:.1f} s")
-        for note in result.notes:
-            self.console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
-        for f in result.files:
-            self.console.print(f"  {escape(str(f))}", highlight=False)
-        loras = [f for f in result.files if f.suffix in (".safetensors", ".ckpt", ".pt")]
-        if loras and result.status == RunStatus.DONE:
-            self.console.print(f"LoRA: [bold]{escape(str(loras[-1]))}[/]  config: {escape(str(result.files[0]))}", highlight=False)
-
-
-def summary_table(journal, ran_now: set[int]) -> Table:
-    """Every run of the queue: result, time, steps, where its files are (or why it failed)."""
-    table = Table(title="queue summary" if journal.path else "summary")
-    for column in ("run", "result", "time", "steps", "output"):
-        table.add_column(column)
-    colours = {"done": "green", "failed": "red", "interrupted": "yellow"}
-    for entry in journal.entries:
-        state = entry.state.value
-        result = f"[{colours.get(state, 'white')}]{state}[/]" + ("" if id(entry) in ran_now else " (earlier)")
-        files = [entry.run_dir or ""] + [f"  {Path(f).name}" for f in entry.files]
-        output = "\n".join([*files, *([entry.reason] if entry.reason else []), *entry.notes])
-        steps = f"{entry.steps}/{entry.total_steps}" if entry.total_steps else "-"
-        table.add_row(escape(entry.name), result, f"{entry.seconds:.0f} s", steps, escape(output))
-    return table
 
 
 if __name__ == "__main__":

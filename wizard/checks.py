@@ -98,3 +98,27 @@ def check_json_file(value: Any) -> None:
     check_file(value)
     if Path(value).suffix.lower() not in (".json", ".toml"):
         raise AnswerError("not_json", path=str(value))
+
+
+#: endings of a typed answer that names a prompt file rather than being a prompt
+PROMPT_FILE_SUFFIXES = (".txt", ".toml", ".json")
+
+
+def parse_sample_prompt(text: str) -> Any:
+    """A prompt file (a Path, every line checked as training will read it) or one prompt typed in
+    (a str, checked as a line of a prompt file: `mychar, red dress --n lowres --s 28`)."""
+    from engine.errors import ConfigError
+    from engine.run.prompts import parse_prompt_file, parse_prompt_line
+
+    candidate = clean_path(text)
+    path = Path(candidate)
+    try:
+        if path.is_file():
+            parse_prompt_file(path)
+            return path
+        if candidate.lower().endswith(PROMPT_FILE_SUFFIXES):
+            raise AnswerError("not_found", path=candidate)
+        parse_prompt_line(text, "this prompt")
+    except ConfigError as err:
+        raise AnswerError(None, message=str(err)) from None
+    return text.strip()

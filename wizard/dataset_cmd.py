@@ -6,37 +6,28 @@
     dataset clean DIR [--dry-run]                          sd-scripts' clean-up rules
     dataset edit DIR --trigger W | --remove T | --rename A,B [--dry-run]
 
-The engine (engine/prep/) does the work; this module parses the options, draws the progress bars
-and prints the results. Everything is printed pre-wrapped to the terminal width (at most 80
-columns); a path longer than a line is printed whole on its own line, never cut.
+The engine (engine/prep/) does the work; this module parses the options and prints the results;
+the view and the progress bars are wizard/dataset_view.py's. Everything is printed pre-wrapped to
+the terminal width (at most 80 columns); a path longer than a line is printed whole on its own
+line, never cut.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import textwrap
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from engine.errors import ConfigError
 from engine.events import Outcome
+from wizard.dataset_view import RichItemProgress, render_summary, view_width
+from wizard.screen import say, wrap
 
 #: the tagger folder the wizard offers and `dataset tag` uses when --tagger is not given
 TAGGER_ENV = "LORA_WIZARD_TAGGER"
 COMMANDS = ("view", "tag", "caption", "clean", "edit")
-MAX_WIDTH = 80
-_LISTED = 10  # file names listed per section before "and N more"
 
 
 # ---- argument parsing ------------------------------------------------------------------------------
@@ -142,38 +133,19 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
     return command, build_parsers()[command].parse_args(rest)
 
 
-def run_dataset(console: Console, argv: list[str]) -> int:
+def run_dataset(console: Console, argv: list[str], texts: dict | None = None, program: str = "lora-wizard") -> int:
+    """`texts`: prompts/<lang>.toml of the user's language (English if None); `program`: the
+    command the user typed, for the hints."""
+    from prompts import load_prompts
+
+    texts = texts or load_prompts("en")
     command, args = parse(argv)
-    return {"view": _view, "tag": _tag, "caption": _caption, "clean": _clean, "edit": _edit}[command](console, args)
+    if command == "view":
+        return _view(console, args, texts, program)
+    return {"tag": _tag, "caption": _caption, "clean": _clean, "edit": _edit}[command](console, args, texts["dataset_tools"])
 
 
 # ---- output helpers ---------------------------------------------------------------------------------
-
-
-def width_of(console: Console) -> int:
-    return max(40, min(console.width, MAX_WIDTH))
-
-
-def wrap(text: str, width: int, indent: str = "", more: str | None = None) -> list[str]:
-    """Lines of at most `width` columns; a word longer than that (a long path) stays whole."""
-    return textwrap.wrap(
-        text, width, initial_indent=indent, subsequent_indent=indent if more is None else more,
-        break_long_words=False, break_on_hyphens=False,
-    ) or [indent]
-
-
-def say(console: Console, lines: list[str], style: str | None = None) -> None:
-    for line in lines:
-        shown = escape(line) if style is None else f"[{style}]{escape(line)}[/]"
-        console.print(shown, highlight=False, soft_wrap=True)
-
-
-def _names(paths, root: Path) -> str:
-    from engine.prep.folder import shown
-
-    names = [shown(p, root) for p in paths]
-    listed = ", ".join(names[:_LISTED])
-    return listed if len(names) <= _LISTED else f"{listed} and {len(names) - _LISTED} more"
 
 
 def _folder(value: Path) -> Path:
@@ -185,33 +157,6 @@ def _extension(value: str | None, default: str = ".txt") -> str:
     if not ext.startswith(".") or len(ext) < 2 or "/" in ext or "\\" in ext:
         raise ConfigError(f"--caption-extension {ext!r}: write it with its dot, like .txt or .caption")
     return ext
-
-
-class RichItemProgress:
-    """engine.prep.progress.ItemProgress as a rich progress bar."""
-
-    def __init__(self, console: Console, title: str) -> None:
-        self.console = console
-        self.title = title
-        self.progress: Progress | None = None
-        self.task = None
-
-    def started(self, total: int) -> None:
-        self.progress = Progress(
-            TextColumn(f"[bold]{escape(self.title)}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(self.title, total=total)
-
-    def advanced(self, item: Path) -> None:
-        if self.progress is not None:
-            self.progress.advance(self.task)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
 
 
 # ---- the view ------------------------------------------------------------------------------------------
@@ -239,18 +184,18 @@ def view_config(folder: Path | None, config: Path | None, resolution: str | None
     return config_from_dict(data, source=str(config) if config else "dataset options")
 
 
-def _view(console: Console, args) -> int:
+def _view(console: Console, args, texts: dict, program: str) -> int:
     from engine.prep.view import summarize
 
     _positive("--top", args.top)
     cfg = view_config(args.folder, args.config, args.resolution, args.caption_extension)
     if args.folder is not None:
-        _refuse_concept_folder(_folder(args.folder))
-    say(console, render_summary(summarize(cfg, top=args.top), width_of(console)))
+        _refuse_concept_folder(_folder(args.folder), program)
+    say(console, render_summary(summarize(cfg, top=args.top), view_width(console), texts["dataset_view"]))
     return Outcome.OK
 
 
-def _refuse_concept_folder(folder: Path) -> None:
+def _refuse_concept_folder(folder: Path, program: str) -> None:
     """`dataset 10_mychar` (one concept folder instead of its parent) gets the fix, not a riddle."""
     from engine.data.dataset import _SUBSET_NAME, IMAGE_EXTENSIONS
 
@@ -260,90 +205,14 @@ def _refuse_concept_folder(folder: Path) -> None:
 
             raise DatasetError(
                 f"{folder} is a concept folder (<repeats>_<name>); training and this view take its parent: "
-                f"lora-wizard dataset {folder.parent}"
+                f"{program} dataset {folder.parent}"
             )
-
-
-def _table_row(row: str, name: str, width: int) -> list[str]:
-    """Numbers, then the folder name; a name too long for the line goes whole on the next one."""
-    if len(row) + len(name) <= width:
-        return [row + name]
-    return [row.rstrip(), *wrap(name, width, "    ")]
-
-
-def render_summary(summary, width: int = MAX_WIDTH) -> list[str]:
-    """The view as lines of text (no markup), each at most `width` columns except a long path."""
-    from engine.prep.folder import shown
-    from engine.prep.view import MAX_UPSCALE
-
-    s = summary
-    w, h = s.resolution
-    lines = wrap(f"Dataset {s.root}", width)
-    mode = "bucketing off" if not s.enable_bucket else ("buckets, no upscaling" if s.no_upscale else "buckets")
-    lines += wrap(f"resolution {w}x{h}, {mode}", width, "  ")
-    lines.append("")
-    lines.append(f"  {'repeats':>7}  {'images':>6}  {'x repeats':>9}  {'no caption':>10}  folder")
-    for f in s.folders:
-        missing = "-" if f.is_reg else len(f.missing_captions)
-        row = f"  {f.repeats:>7}  {f.images:>6}  {f.uses:>9}  {missing:>10}  "
-        lines += _table_row(row, f.name, width)
-        if f.is_reg:
-            lines += wrap("(regularisation: uses after balancing)", width, " " * len(row))
-    train = [f for f in s.folders if not f.is_reg]
-    lines.append(f"  {'total':>7}  {sum(f.images for f in train):>6}  {s.num_train_images:>9}  {s.missing_captions:>10}")
-    reg = f", {s.num_reg_images} regularisation" if s.num_reg_images else ""
-    unused = f" ({s.unused_reg_images} regularisation images unused)" if s.unused_reg_images else ""
-    lines += wrap(
-        f"One epoch: {s.num_train_images} images x repeats{reg}, {s.steps_per_epoch} steps at batch size {s.batch_size}{unused}.",
-        width, "  ", "  ",
-    )
-
-    lines.append("")
-    if s.missing_captions:
-        lines += wrap(f"Captions missing: {s.missing_captions} images are captioned with their folder's name.", width)
-        for f in train:
-            if f.missing_captions:
-                lines += wrap(f"{f.name}: {_names(f.missing_captions, f.folder)}", width, "  ", "    ")
-    else:
-        lines += wrap("Captions: every training image has a caption file.", width)
-
-    lines.append("")
-    if s.top_tags:
-        lines += wrap(f"Top tags (how many of the {s.captions_read} training captions hold each; a trigger word is usually first):", width)
-        lines += wrap(", ".join(f"{tag} {count}" for tag, count in s.top_tags), width, "  ", "  ")
-    lines.append("")
-
-    lines += wrap(f"Buckets at {w}x{h} (images x repeats per bucket, regularisation included):", width)
-    most = max(s.bucket_counts.values(), default=1)
-    label_width = max((len(f"{bw}x{bh}") for bw, bh in s.bucket_counts), default=7)
-    count_width = len(str(most))
-    bar_room = max(10, width - (2 + label_width + 2 + count_width + 2))
-    for (bw, bh), count in s.bucket_counts.items():
-        bar = "█" * max(1, round(count / most * bar_room))
-        lines.append(f"  {f'{bw}x{bh}':<{label_width}}  {count:>{count_width}}  {bar}")
-
-    for title, items in (
-        (f"Enlarged to fit their bucket ({len(s.upscaled)}):", s.upscaled),
-        (f"Too small ({len(s.too_small)}): enlarged more than {MAX_UPSCALE:g}x (soft), or below the smallest bucket "
-         "without upscaling; use larger originals or remove them:", s.too_small),
-    ):
-        if not items:
-            continue
-        lines.append("")
-        lines += wrap(title, width)
-        for item in items[:_LISTED * 2]:
-            iw, ih = item.size
-            bw, bh = item.bucket
-            lines += wrap(f"{shown(item.path, s.root)} {iw}x{ih} -> bucket {bw}x{bh} (x{item.scale:.2f})", width, "  ", "    ")
-        if len(items) > _LISTED * 2:
-            lines.append(f"  and {len(items) - _LISTED * 2} more")
-    return lines
 
 
 # ---- tag and caption -----------------------------------------------------------------------------------
 
 
-def _tag(console: Console, args) -> int:
+def _tag(console: Console, args, t: dict) -> int:
     from engine.prep.tagger import TaggerOptions, WD14Tagger
     from engine.prep.tags import parse_replacements, parse_tag_option
 
@@ -368,10 +237,10 @@ def _tag(console: Console, args) -> int:
         batch_size=args.batch_size,
     )
     return label_folder(console, _folder(args.folder), _extension(args.caption_extension), args.overwrite,
-                        lambda: WD14Tagger(_folder(folder), options), "tagging")
+                        lambda: WD14Tagger(_folder(folder), options), t, t["tagging"])
 
 
-def _caption(console: Console, args) -> int:
+def _caption(console: Console, args, t: dict) -> int:
     from engine.prep.blip import BlipCaptioner, BlipOptions
 
     for name in ("batch_size", "num_beams", "max_length"):
@@ -386,7 +255,7 @@ def _caption(console: Console, args) -> int:
         batch_size=args.batch_size,
     )
     return label_folder(console, _folder(args.folder), _extension(args.caption_extension), args.overwrite,
-                        lambda: BlipCaptioner(_folder(args.blip), options), "captioning")
+                        lambda: BlipCaptioner(_folder(args.blip), options), t, t["captioning"])
 
 
 def _positive(option: str, value: int) -> None:
@@ -394,14 +263,15 @@ def _positive(option: str, value: int) -> None:
         raise ConfigError(f"{option} {value}: must be 1 or more")
 
 
-def label_folder(console: Console, folder: Path, extension: str, overwrite: bool, load, title: str) -> int:
-    """Run a labelling job (tagger or BLIP) with a progress bar; the counts afterwards."""
+def label_folder(console: Console, folder: Path, extension: str, overwrite: bool, load, t: dict, title: str) -> int:
+    """Run a labelling job (tagger or BLIP) with a progress bar; the counts afterwards. `t`:
+    prompts' [dataset_tools]."""
     from engine.prep.label import LabelJob
 
     job = LabelJob.for_folder(folder, extension, overwrite=overwrite)
-    width = width_of(console)
-    had = f"; {len(job.result.skipped)} have a {extension} caption and are kept (--overwrite redoes them)" if job.result.skipped else ""
-    say(console, wrap(f"{len(job.images)} images under {folder}: {len(job.todo)} to do{had}.", width))
+    width = view_width(console)
+    had = t["had"].format(count=len(job.result.skipped), extension=extension) if job.result.skipped else ""
+    say(console, wrap(t["images_todo"].format(images=len(job.images), folder=folder, todo=len(job.todo), had=had), width))
     if not job.todo:
         return Outcome.OK
     labeler = load()  # a wrong model folder stops here, before any file is written
@@ -410,88 +280,86 @@ def label_folder(console: Console, folder: Path, extension: str, overwrite: bool
         job.run(labeler, progress)
     except KeyboardInterrupt:
         progress.close()
-        say(console, wrap(
-            f"Stopped: {job.result.done} caption files written, the others untouched (no file is half-written). "
-            "Run the same command again to do the rest.", width), "yellow")
-        _say_backup(console, job.backup, width)
+        say(console, wrap(t["labels_stopped"].format(count=job.result.done), width), "yellow")
+        _say_backup(console, job.backup, width, t)
         return Outcome.CANCELLED
     progress.close()
-    return report_labels(console, job, width)
+    return report_labels(console, job, width, t)
 
 
-def report_labels(console: Console, job, width: int) -> int:
+def report_labels(console: Console, job, width: int, t: dict) -> int:
     r = job.result
-    lines = wrap(f"Wrote {len(r.written)} new caption files ({job.extension}).", width)
+    lines = wrap(t["wrote"].format(count=len(r.written), extension=job.extension), width)
     if r.replaced:
-        lines += wrap(f"Replaced {len(r.replaced)} existing caption files.", width)
+        lines += wrap(t["replaced"].format(count=len(r.replaced)), width)
     say(console, lines, "green")
-    _say_backup(console, job.backup, width)
+    _say_backup(console, job.backup, width, t)
     if r.failed:
-        say(console, wrap(f"{len(r.failed)} images could not be read and have no caption:", width), "red")
+        say(console, wrap(t["unreadable"].format(count=len(r.failed)), width), "red")
         for path, why in r.failed:
             say(console, wrap(f"{path}: {why}", width, "  ", "    "), "red")
         return Outcome.BAD_INPUT
     return Outcome.OK
 
 
-def _say_backup(console: Console, backup, width: int) -> None:
+def _say_backup(console: Console, backup, width: int, t: dict) -> None:
     if backup.folder is not None:
-        say(console, wrap(f"The {len(backup.kept)} original files are in {backup.folder}", width))
+        say(console, wrap(t["backup"].format(count=len(backup.kept), folder=backup.folder), width))
 
 
 # ---- clean and edit ------------------------------------------------------------------------------------
 
 
-def _clean(console: Console, args) -> int:
+def _clean(console: Console, args, t: dict) -> int:
     from engine.prep.clean import CleanAs
     from engine.prep.edit import clean_rule
 
-    return edit_folder(console, _folder(args.folder), _extension(args.caption_extension), clean_rule(CleanAs(args.kind)), args.dry_run)
+    return edit_folder(console, _folder(args.folder), _extension(args.caption_extension), clean_rule(CleanAs(args.kind)), args.dry_run, t)
 
 
-def _edit(console: Console, args) -> int:
+def _edit(console: Console, args, t: dict) -> int:
     from engine.prep.edit import tag_edit_rule
     from engine.prep.tags import parse_replacements, parse_tag_option
 
     if not (args.trigger or args.remove or args.rename):
         raise ConfigError("dataset edit: say what to change: --trigger WORD, --remove TAGS and/or --rename OLD,NEW")
     rule = tag_edit_rule(trigger=args.trigger, remove=parse_tag_option(args.remove), rename=parse_replacements(args.rename))
-    return edit_folder(console, _folder(args.folder), _extension(args.caption_extension), rule, args.dry_run)
+    return edit_folder(console, _folder(args.folder), _extension(args.caption_extension), rule, args.dry_run, t)
 
 
-def edit_folder(console: Console, folder: Path, extension: str, rule, dry_run: bool) -> int:
+def edit_folder(console: Console, folder: Path, extension: str, rule, dry_run: bool, t: dict) -> int:
     from engine.prep.backup import CaptionBackup
     from engine.prep.edit import EditResult, apply_changes, plan_changes
 
-    width = width_of(console)
+    width = view_width(console)
     changes = plan_changes(folder, extension, rule)
     if not changes:
-        say(console, wrap(f"Nothing to change: no {extension} caption file under {folder} would change.", width))
+        say(console, wrap(t["nothing"].format(extension=extension, folder=folder), width))
         return Outcome.OK
     if dry_run:
-        show_changes(console, changes, folder, width)
-        say(console, wrap(f"{len(changes)} caption files would change (dry run: nothing was written).", width))
+        show_changes(console, changes, folder, width, t)
+        say(console, wrap(t["would_change"].format(count=len(changes)), width))
         return Outcome.OK
     backup = CaptionBackup(folder)
     result = EditResult()
-    progress = RichItemProgress(console, "editing")
+    progress = RichItemProgress(console, t["editing"])
     try:
         apply_changes(changes, backup, progress, result)
     except KeyboardInterrupt:
         progress.close()
-        say(console, wrap(f"Stopped: {len(result.changed)} of {len(changes)} caption files changed, the others untouched.", width), "yellow")
-        _say_backup(console, backup, width)
+        say(console, wrap(t["edit_stopped"].format(done=len(result.changed), count=len(changes)), width), "yellow")
+        _say_backup(console, backup, width, t)
         return Outcome.CANCELLED
     progress.close()
-    say(console, wrap(f"Changed {len(result.changed)} caption files.", width), "green")
-    _say_backup(console, backup, width)
+    say(console, wrap(t["changed"].format(count=len(result.changed)), width), "green")
+    _say_backup(console, backup, width, t)
     return Outcome.OK
 
 
-def show_changes(console: Console, changes, folder: Path, width: int) -> None:
+def show_changes(console: Console, changes, folder: Path, width: int, t: dict) -> None:
     from engine.prep.folder import shown
 
     for change in changes:
         say(console, wrap(shown(change.path, folder), width))
-        say(console, wrap(change.old or "(empty)", width, "  - ", "    "), "red")
-        say(console, wrap(change.new or "(empty)", width, "  + ", "    "), "green")
+        say(console, wrap(change.old or t["empty"], width, "  - ", "    "), "red")
+        say(console, wrap(change.new or t["empty"], width, "  + ", "    "), "green")

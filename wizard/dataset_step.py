@@ -13,22 +13,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import questionary
-from rich.console import Console
-from rich.markup import escape
 
 from engine.config.schema import SAMPLE_DATASET, TrainConfig
 from engine.errors import LoraWizardError
-from wizard.dataset_cmd import (
-    TAGGER_ENV,
-    RichItemProgress,
-    render_summary,
-    report_labels,
-    say,
-    width_of,
-)
+from wizard.dataset_cmd import TAGGER_ENV, report_labels
+from wizard.dataset_view import RichItemProgress, render_summary, view_width
+from wizard.prompt_kit import confirm
+from wizard.screen import Screen, say
 
 IMAGE_FOLDER = "dataset.img_folder"
 
@@ -48,44 +41,44 @@ def summary_config(draft) -> TrainConfig:
         return TrainConfig.model_validate(data)
 
 
-def show_dataset(draft, console: Console, texts: dict[str, Any]) -> None:
+def show_dataset(draft, screen: Screen) -> None:
     from engine.prep.view import summarize
 
-    wording = texts["dataset"]
+    wording, console = screen.texts["dataset"], screen.console
     try:
         cfg = summary_config(draft)
         summary = summarize(cfg)
     except (LoraWizardError, ValueError) as err:  # ValueError: pydantic's, for a value the config refuses
-        console.print(f"[yellow]{escape(wording['problem'].format(error=err))}[/]", highlight=False)
+        screen.say(wording["problem"].format(error=err), "yellow")
         return
-    say(console, render_summary(summary, width_of(console)))
+    say(console, render_summary(summary, view_width(console), screen.texts["dataset_view"]))
     tagger = os.environ.get(TAGGER_ENV)
     if tagger and summary.missing_captions and draft.value(IMAGE_FOLDER) != SAMPLE_DATASET:
-        offer_tagging(cfg, summary, Path(tagger).expanduser(), console, texts)
+        offer_tagging(cfg, summary, Path(tagger).expanduser(), screen)
 
 
-def offer_tagging(cfg: TrainConfig, summary, tagger: Path, console: Console, texts: dict[str, Any]) -> None:
+def offer_tagging(cfg: TrainConfig, summary, tagger: Path, screen: Screen) -> None:
     """Ask, then write tags for the training images without a caption file; show the summary again."""
     from engine.prep.label import LabelJob
     from engine.prep.tagger import TaggerOptions, WD14Tagger
     from engine.prep.view import summarize
 
-    wording = texts["dataset"]
-    console.print(f"  [dim]{escape(wording['offer_tag_help'])}[/]", highlight=False)
+    wording, console = screen.texts["dataset"], screen.console
+    screen.say(wording["offer_tag_help"], "dim", "  ")
     question = wording["offer_tag"].format(count=summary.missing_captions, folder=tagger)
-    if not questionary.confirm(question, default=True).unsafe_ask():
+    if not confirm(question, True, screen.texts["ui"]).unsafe_ask():
         return
     trigger = questionary.text(wording["trigger"], default="").unsafe_ask().strip()
     try:
         job = LabelJob.for_folder(summary.root, cfg.dataset.caption_extension)
         tagger_model = WD14Tagger(tagger, TaggerOptions(trigger=trigger or None))
     except LoraWizardError as err:
-        console.print(f"[red]{escape(wording['tag_failed'].format(error=err))}[/]", highlight=False)
+        screen.say(wording["tag_failed"].format(error=err), "red")
         return
-    progress = RichItemProgress(console, "tagging")
+    progress = RichItemProgress(console, screen.texts["dataset_tools"]["tagging"])
     try:
         job.run(tagger_model, progress)
     finally:
         progress.close()
-    report_labels(console, job, width_of(console))
-    say(console, render_summary(summarize(cfg), width_of(console)))
+    report_labels(console, job, view_width(console), screen.texts["dataset_tools"])
+    say(console, render_summary(summarize(cfg), view_width(console), screen.texts["dataset_view"]))

@@ -7,13 +7,10 @@ engine/queue/sweep.py's; this module only reads the options and hands the runs o
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-
-from wizard import time_cmd
+from wizard import report_cmd, time_cmd
+from wizard.screen import Screen
 
 
 def add_arguments(replay: argparse.ArgumentParser) -> None:
@@ -44,7 +41,7 @@ def changed_runs(args) -> list[tuple[str, object]]:
     return [(source, apply_changes(cfg, sets, f"{args.config} with --set"))]
 
 
-def run_sweep(console: Console, args, trainer, *, train_runs: Callable[..., int], queue: Callable[..., int]) -> int:
+def run_sweep(screen: Screen, args, trainer) -> int:
     """Expand the grid; show it (dry run) or write it as a folder and train it as a queue."""
     from engine.queue.policy import load_one
     from engine.queue.sweep import (
@@ -57,6 +54,7 @@ def run_sweep(console: Console, args, trainer, *, train_runs: Callable[..., int]
         sweep_folder,
         write_grid,
     )
+    from wizard.runs import queue_command, train_runs
 
     (_, cfg), = load_one(args.config, args.output)
     sets = parse_sets(args.set)
@@ -64,22 +62,20 @@ def run_sweep(console: Console, args, trainer, *, train_runs: Callable[..., int]
     points = expand(
         cfg, sets, parse_sweeps(args.sweep), base_name=base_name_of(named, args.config), template=args.name or DEFAULT_TEMPLATE
     )
-    console.print(f"sweep of {args.config}: {len(points)} run{'s' if len(points) != 1 else ''}", highlight=False)
+    screen.say(f"sweep of {args.config}: {len(points)} run{'s' if len(points) != 1 else ''}")
+    timing = time_cmd.options(args)
     if args.dry_run:
-        code = train_runs(console, [(p.name, p.config) for p in points], trainer, dry_run=True, timing=time_cmd.options(args))
-        console.print(
-            escape(f"dry run: nothing written; without --dry-run the runs are queued in {Path(args.config).stem}-sweep-<time>/ beside the config"),
-            highlight=False,
-        )
+        code = train_runs(screen, [(p.name, p.config) for p in points], trainer, dry_run=True, timing=timing)
+        screen.say(f"dry run: nothing written; without --dry-run the runs are queued in {Path(args.config).stem}-sweep-<time>/ beside the config")
         return code
     folder = sweep_folder(args.config)
     write_grid(points, folder)
-    console.print(escape(f"the sweep's configs are in {folder}; `lora-wizard queue --folder {folder} --resume` carries on after a stop"), highlight=False)
-    queue_args = argparse.Namespace(
-        folder=folder, configs=[], output=None, resume=False, dry_run=False, skip_invalid=False,
-        finish_by=args.finish_by, measure=args.measure, no_report=args.no_report,
+    screen.say(f"the sweep's configs are in {folder}; this carries on after a stop:")
+    screen.command_line(f"{screen.command} queue --folder {folder} --resume")
+    return queue_command(
+        screen, folder, [], resume=False, output=None, dry_run=False, skip_invalid=False, trainer=trainer,
+        timing=timing, report=report_cmd.wanted(args),
     )
-    return queue(console, queue_args, trainer)
 
 
 def wants_sweep(args) -> bool:

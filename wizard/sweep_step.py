@@ -4,23 +4,22 @@ queue, or are saved, as the review's own actions do."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import questionary
-from rich.console import Console
-from rich.markup import escape
 
 from engine.config.schema import TrainConfig, field_paths
 from engine.errors import ConfigError
+from wizard.prompt_kit import fit_message, ready, select
+from wizard.screen import Screen
 
 ACTIONS = ("train", "queue", "save")  # what the review offers for one config, less "edit"
 
 
-def sweep_from(cfg: TrainConfig, console: Console, texts: dict[str, Any]) -> tuple[str, list[TrainConfig]]:
+def sweep_from(cfg: TrainConfig, screen: Screen) -> tuple[str, list[TrainConfig]]:
     """Ask a field and its values until they make a valid grid; return the chosen action and the
     grid's configs, in order (each named `<output_name>-<field>=<value>`)."""
     from engine.queue.sweep import expand, parse_sweeps
 
+    texts = screen.texts
     ui = texts["sweep"]
     while True:
         path = ask_field(ui)
@@ -28,30 +27,35 @@ def sweep_from(cfg: TrainConfig, console: Console, texts: dict[str, Any]) -> tup
         try:
             points = expand(cfg, [], parse_sweeps([f"{path}={values}"]), base_name=cfg.saving.output_name or "sweep")
         except ConfigError as err:
-            console.print(f"[red]{escape(str(err))}[/]", highlight=False)
+            screen.say(str(err), "red")
             continue
-        console.print(ui["runs"].format(count=len(points)))
+        screen.say(ui["runs"].format(count=len(points)))
         for point in points:
-            console.print(f"  {escape(point.name)}", highlight=False)
-        return ask_action(ui, texts["actions"]), [p.config for p in points]
+            screen.say(point.name, indent="  ")
+        return ask_action(ui, texts["actions"], texts["ui"]), [p.config for p in points]
 
 
 def ask_field(ui: dict[str, str]) -> str:
+    return ready(questionary.text(fit_message(ui["field"]), validate=field_check(ui))).unsafe_ask().strip()
+
+
+def field_check(ui: dict[str, str]):
+    """The answer's check: a config field's dotted name (spaces around it allowed)."""
     known = set(field_paths())
 
     def validate(typed: str) -> bool | str:
         return typed.strip() in known or ui["unknown_field"]
 
-    return questionary.text(ui["field"], validate=validate).unsafe_ask().strip()
+    return validate
 
 
 def ask_values(ui: dict[str, str], path: str) -> str:
     def validate(typed: str) -> bool | str:
         return bool(typed.strip()) or ui["no_values"]
 
-    return questionary.text(ui["values"].format(field=path), validate=validate).unsafe_ask().strip()
+    return ready(questionary.text(fit_message(ui["values"].format(field=path)), validate=validate)).unsafe_ask().strip()
 
 
-def ask_action(ui: dict[str, str], actions: dict[str, str]) -> str:
+def ask_action(ui: dict[str, str], actions: dict[str, str], common: dict[str, str]) -> str:
     choices = [questionary.Choice(actions[a], value=a) for a in ACTIONS]
-    return questionary.select(ui["action"], choices=choices).unsafe_ask()
+    return select(ui["action"], choices, common, back=False).unsafe_ask()

@@ -8,11 +8,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from engine.events import SilentReporter
+from wizard.screen import Screen
 
 
 @dataclass(frozen=True)
@@ -37,15 +34,23 @@ def options(args) -> TimeOptions:
 
 
 class _Notices(SilentReporter):
-    def __init__(self, console: Console) -> None:
+    def __init__(self, screen: Screen) -> None:
         super().__init__()
-        self.console = console
+        self.screen = screen
 
     def notice(self, message: str) -> None:
-        self.console.print(f"[dim]{escape(message)}[/]", highlight=False)
+        self.screen.say(message, "dim")
 
 
-def timed(console: Console, planned: list, opts: TimeOptions) -> tuple[list, Table]:
+@dataclass(frozen=True)
+class TimeTable:
+    """Each run's estimate as rows of text, and what the whole queue comes to."""
+
+    rows: list[list[str]]
+    caption: str
+
+
+def timed(screen: Screen, planned: list, opts: TimeOptions) -> tuple[list, TimeTable]:
     """Measure what is asked (and, for a budget, what is not measured yet), fit the runs to the
     budget, and the time table of the runs as they will train."""
     from engine.queue import budget
@@ -53,55 +58,72 @@ def timed(console: Console, planned: list, opts: TimeOptions) -> tuple[list, Tab
     from engine.queue.measure import key_of, measure_queue
 
     if not planned:
-        return planned, Table()
+        return planned, TimeTable([], "")
     table = StepTimes.load()
     keys = [key_of(run) for run in planned]
     if opts.measure or (opts.finish_by and any(table.get(k) is None and table.closest(k) is None for k in keys)):
-        table = measure_queue(planned, _Notices(console), again=opts.measure, table=table)
+        table = measure_queue(planned, _Notices(screen), again=opts.measure, table=table)
     start = budget.now()
     estimates = [estimate(k, run.plan.grad_accum, run.plan.total_steps, table) for k, run in zip(keys, planned)]
     if opts.finish_by:
         fitted = budget.fit_to_deadline(planned, estimates, start, budget.parse_finish_by(opts.finish_by, start))
         planned = fitted.runs
         for note in fitted.notes:
-            console.print(f"[cyan]{escape(note)}[/]", highlight=False)
+            screen.say(note, "cyan")
         estimates = [estimate(k, run.plan.grad_accum, run.plan.total_steps, table) for k, run in zip(keys, planned)]
-    return planned, time_table(planned, estimates, start)
+    return planned, time_table(planned, estimates, start, screen.texts["budget"])
 
 
-def time_table(planned: list, estimates: list, start) -> Table:
+def time_table(planned: list, estimates: list, start, texts: dict[str, str]) -> TimeTable:
     from engine.queue.estimate import Basis, finish_times, human_duration
 
-    table = Table(title="time")
-    for column in ("run", "steps", "per step", "duration", "ends", "from"):
-        table.add_column(column)
     ends = finish_times(start, [e.seconds for e in estimates])
-    for run, est, end in zip(planned, estimates, ends):
-        table.add_row(
-            escape(run.source),
+    rows = [
+        [
+            run.source,
             str(run.plan.total_steps),
             "-" if est.seconds_per_step is None else f"{est.seconds_per_step:.2f} s",
             "?" if est.seconds is None else f"~{human_duration(est.seconds)}",
             "?" if end is None else f"{end:%H:%M}",
-            str(est.basis),
-        )
-    if ends and ends[-1] is not None:
-        table.caption = f"the queue ends about {ends[-1]:%H:%M} (sample images and saves not counted)"
-    else:
-        table.caption = "not measured yet: each run measures itself as it trains, or add --measure to measure now"
+            texts[f"basis_{est.basis.name.lower()}"],
+        ]
+        for run, est, end in zip(planned, estimates, ends)
+    ]
+    caption = texts["queue_ends"].format(time=f"{ends[-1]:%H:%M}") if ends and ends[-1] is not None else texts["not_measured"]
     if any(e.basis == Basis.SCALED for e in estimates):
-        table.caption += "; 'estimate, not measured yet': scaled from a measured resolution or batch"
-    return table
+        caption += " " + texts["scaled_note"]
+    return TimeTable(rows, caption)
+
+
+def show_times(screen: Screen, times: TimeTable) -> None:
+    """The time table under the plan, a list per run where it does not fit the terminal."""
+    from wizard.run_view import show_table_or_list
+
+    if not times.rows:
+        return
+    texts = screen.texts["budget"]
+    show_table_or_list(screen, texts["title"], [texts[c] for c in TIME_COLUMNS], times.rows)
+    screen.say(times.caption, "dim")
+
+
+TIME_COLUMNS = ("run", "steps", "per_step", "duration", "ends", "basis")
 
 
 def ask_finish_by(texts: dict[str, Any]) -> str | None:
     """The wizard's last question before training: a clock time, or nothing for no limit."""
     import questionary
 
-    from engine.errors import ConfigError
-    from engine.queue.budget import now, parse_finish_by
+    from wizard.prompt_kit import fit_message, ready
 
     ui = texts["budget"]
+    answer = ready(questionary.text(fit_message(ui["finish_by"]), validate=finish_by_check(ui))).unsafe_ask().strip()
+    return answer or None
+
+
+def finish_by_check(ui: dict[str, str]):
+    """The answer's check: empty (no limit) or a clock time HH:MM."""
+    from engine.errors import ConfigError
+    from engine.queue.budget import now, parse_finish_by
 
     def validate(typed: str) -> bool | str:
         if not typed.strip():
@@ -112,5 +134,4 @@ def ask_finish_by(texts: dict[str, Any]) -> str | None:
             return ui["bad_time"]
         return True
 
-    answer = questionary.text(ui["finish_by"], validate=validate).unsafe_ask().strip()
-    return answer or None
+    return validate

@@ -54,7 +54,12 @@ from engine.config.flat_training import (
 from engine.config.gui_import import gui_meanings
 from engine.config.not_offered import NOT_OFFERED, refusal, refusal_fix
 from engine.config.schema import SECTIONS
-from engine.config.sources import FORMAT_DEFAULTS, SourceFormat, bucket_bounds_default, json_format
+from engine.config.sources import (
+    FORMAT_DEFAULTS,
+    SourceFormat,
+    bucket_bounds_default,
+    json_format,
+)
 from engine.errors import ConfigError
 from engine.problems import Problem, render
 

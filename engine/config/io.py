@@ -27,9 +27,12 @@ from engine.config.field_messages import (
     field_problem,
     field_problems,
 )
-from engine.config.flat_import import SESSION_KEYS, flat_key_paths, flat_to_nested, is_flat_config
-from engine.config.sources import SourceFormat, json_format
-from engine.config.toml_import import FlatFile, read_toml_config, with_dataset_config
+from engine.config.flat_import import (
+    SESSION_KEYS,
+    flat_key_paths,
+    flat_to_nested,
+    is_flat_config,
+)
 from engine.config.schema import (
     CONFIG_VERSION,
     DEMO_MODEL,
@@ -38,6 +41,8 @@ from engine.config.schema import (
     TrainConfig,
     field_paths,
 )
+from engine.config.sources import SourceFormat, json_format
+from engine.config.toml_import import FlatFile, read_toml_config, with_dataset_config
 from engine.errors import ConfigError, OutputExistsError
 from engine.fileio import atomic_write_text, next_free_path
 from engine.problems import Problem, errors, render

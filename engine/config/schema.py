@@ -12,23 +12,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from engine.config.choices import (  # noqa: F401 - re-exported: the config's choices live with it
-    ModelFamily,
     Attention,
-    NetworkType,
-    TrainOn,
-    Optimizer,
+    HuberSchedule,
+    LossType,
     LrScheduler,
     MixedPrecision,
-    SavePrecision,
-    SaveFormat,
-    TagFile,
+    ModelFamily,
+    NetworkType,
     NoiseOffsetType,
-    LossType,
-    HuberSchedule,
+    Optimizer,
     Sampler,
+    SaveFormat,
+    SavePrecision,
+    TagFile,
+    TrainOn,
 )
 
 CONFIG_VERSION = 1
@@ -369,7 +376,10 @@ class SamplingConfig(StrictModel):
 
 
 class LoggingConfig(StrictModel):
-    log_dir: Path | None = Field(None, description="TensorBoard logs")
+    # on unless turned off: the loss curve is how a user sees a run learn (files written before this
+    # field existed load with it on, and log into their run folder)
+    tensorboard: bool = Field(True, description="write TensorBoard logs (to log_dir, else to <run folder>/logs)")
+    log_dir: Path | None = Field(None, description="TensorBoard logs of every run in one folder (else each run's own logs/)")
     log_prefix: str | None = None
 
 

@@ -16,17 +16,21 @@ key table (engine/config/flat_keys.py) maps them all:
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config.dataset_toml import DatasetSettings, read_dataset_tables, read_lets_subsets
+import tomllib
+
+from engine.config.dataset_toml import (
+    DatasetSettings,
+    read_dataset_tables,
+    read_lets_subsets,
+)
 from engine.config.flat_keys import flat_key_paths
 from engine.config.sources import SourceFormat
 from engine.errors import ConfigError
 from engine.problems import render
-
 
 #: the table lora-wizard's export writes its own settings into, by config field name
 OWN_TABLE = "lora_wizard"

@@ -16,7 +16,6 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from engine.config.schema import SubsetConfig

@@ -13,7 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config.schema import SAMPLE_DATASET, DatasetConfig, SubsetConfig, TrainConfig
+from engine.config.schema import (
+    SAMPLE_DATASET,
+    DatasetConfig,
+    SubsetConfig,
+    TrainConfig,
+)
 from engine.data.captions import CaptionRules
 
 

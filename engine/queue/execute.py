@@ -113,7 +113,7 @@ def _run_entry(
         entry.steps = result.steps
         entry.notes = list(result.notes)
         if result.status == RunState.INTERRUPTED:
-            entry.reason = f"stopped after step {result.steps} of {result.total_steps}; the LoRA so far is saved"
+            entry.reason = interrupted_reason(result)
     journal.save()
     if report and result is not None and result.status == RunState.DONE and not stop.requested:
         _add_report(journal, entry, run, result, reporter)
@@ -140,6 +140,14 @@ def _add_report(journal: Journal, entry: Entry, run: PlannedRun, result: RunResu
     entry.files += [str(f) for f in files]
     entry.notes = list(result.notes)
     journal.save()
+
+
+def interrupted_reason(result: RunResult) -> str:
+    """What an interrupted run left: a stop while the model loaded or inputs were cached trained
+    nothing and saved nothing."""
+    if result.steps == 0:
+        return "stopped before the first step, while the run was still getting ready: nothing was trained or saved"
+    return f"stopped after step {result.steps} of {result.total_steps}; the LoRA so far is saved"
 
 
 def _last_state(previous_run_dir: str | None, run: PlannedRun, reporter: Reporter) -> Path | None:

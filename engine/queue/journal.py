@@ -5,8 +5,11 @@ is one small JSON file, rewritten atomically at every change (engine.fileio.atom
 after a crash, a `kill -9` or a reboot it holds the state from just before or just after the change:
 
 * `queue --folder DIR`: `DIR/.lora-wizard-queue.json`, beside the configs it is about.
-* `queue a.json b.json`: `./lora-wizard-queue.json` in the working folder (as nohup.out), so
-  `queue --resume` run from the same place finds it without being told the list again.
+* `queue a.json b.json` (and the wizard's runs): in lora-wizard's home (LORA_WIZARD_HOME, default
+  ~/.cache/lora-wizard), `queues/<folder name>-<hash>.json`, one journal per working folder, so
+  `queue --resume` run from the same place finds it without being told the list again, and no
+  file lands in the folder the user happened to be in. A queue recorded by an older version in
+  `./lora-wizard-queue.json` that did not finish is still found there.
 
 A run is keyed by its config's path and the SHA-256 of its content: an edited config is a new run.
 `--resume` marks a run found `running` as interrupted (its process died; its partial run folder is
@@ -19,8 +22,9 @@ request (Ctrl-C) ends the current run with an `-interrupted` save and stops the 
 `queue --skip-invalid`, a config that preflight refuses is recorded failed (its problems as the
 reason; no run folder is made) and moved to `failed/` like a run that failed; the others train.
 
-A lock on the journal's folder (flock, released by the OS when the process dies) keeps two queues
-off one journal, which is what makes "found running" mean "its process died".
+A lock (flock, released by the OS when the process dies) keeps two queues off one journal, which
+is what makes "found running" mean "its process died": on the folder of a folder-mode journal, on
+`<journal>.lock` beside a list journal (list journals of several folders share one folder).
 
 Training the runs in order is engine/queue/execute.py's; the front-end renders each run.
 """
@@ -45,7 +49,8 @@ from engine.run.distributed import is_main_process
 
 JOURNAL_VERSION = 1
 FOLDER_JOURNAL = ".lora-wizard-queue.json"
-LIST_JOURNAL = "lora-wizard-queue.json"
+LIST_JOURNAL = "lora-wizard-queue.json"  # an older version's list journal, in the working folder
+LIST_JOURNALS = "queues"  # the folder of list journals in lora-wizard's home
 COMPLETE_DIR, FAILED_DIR = "complete", "failed"
 
 
@@ -134,9 +139,25 @@ class QueueSetup:
 
 
 def journal_path(folder: Path | None, cwd: Path | None = None) -> Path:
+    """The journal of `queue --folder DIR`, or of a list of configs queued from `cwd`."""
     if folder is not None:
         return Path(folder).resolve() / FOLDER_JOURNAL
-    return (cwd or Path.cwd()).resolve() / LIST_JOURNAL
+    here = (cwd or Path.cwd()).resolve()
+    legacy = here / LIST_JOURNAL
+    if legacy.is_file() and _unfinished_or_unreadable(legacy):
+        return legacy
+    from engine.data.sample_data import cache_root
+
+    name = re.sub(r"[^\w.-]", "_", here.name)[:40] or "root"
+    digest = hashlib.sha256(str(here).encode("utf-8")).hexdigest()[:12]
+    return cache_root() / LIST_JOURNALS / f"{name}-{digest}.json"
+
+
+def _unfinished_or_unreadable(path: Path) -> bool:
+    try:
+        return bool(Journal.load(path).unfinished())
+    except ConfigError:
+        return True  # the queue command says what is wrong with it
 
 
 def folder_configs(folder: Path) -> list[Path]:
@@ -244,7 +265,7 @@ def resume_queue(path: Path, folder: Path | None = None, configs: list[Path] | N
 
 @contextmanager
 def queue_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the journal's folder while a queue uses the journal."""
+    """Hold an exclusive lock on the journal (see the module's notes) while a queue uses it."""
     try:
         import fcntl
     except ImportError:  # Windows: no flock; run one queue per folder
@@ -254,7 +275,10 @@ def queue_lock(path: Path) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
+    if path.name == FOLDER_JOURNAL:
+        fd = os.open(path.parent, os.O_RDONLY)
+    else:
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDONLY | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

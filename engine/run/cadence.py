@@ -16,9 +16,10 @@ LOSS_READ_EVERY = 10
 
 
 def loss_read_due(step: int, total_steps: int, *, epoch_end: bool, stopping: bool) -> bool:
-    """Every LOSS_READ_EVERY steps, and at the last step, an epoch's end (so loss/epoch_average is
-    exact) or a stop (so the interrupted run's last loss is shown)."""
-    return step % LOSS_READ_EVERY == 0 or step == total_steps or epoch_end or stopping
+    """At the first step (so the progress bar shows a loss from the start, and the summary the
+    loss the run started from), every LOSS_READ_EVERY steps, and at the last step, an epoch's end
+    (so loss/epoch_average is exact) or a stop (so the interrupted run's last loss is shown)."""
+    return step == 1 or step % LOSS_READ_EVERY == 0 or step == total_steps or epoch_end or stopping
 
 
 def step_save_due(saving: SavingConfig, step: int, total_steps: int) -> bool:

@@ -35,6 +35,9 @@ def cache_latents(cfg: TrainConfig, plan: RunPlan, model, acc, reporter: Reporte
             by_bucket.setdefault(item.bucket, []).append((item, flip))
     latents: dict = {}
     size = cfg.dataset.vae_batch_size
+    total = sum(len(group) for group in by_bucket.values())
+    done = 0
+    reporter.progress(Phase.CACHING_LATENTS, done, total)
     for bucket in sorted(by_bucket):
         group = by_bucket[bucket]
         for start in range(0, len(group), size):
@@ -50,6 +53,8 @@ def cache_latents(cfg: TrainConfig, plan: RunPlan, model, acc, reporter: Reporte
                 pixels = torch.stack([load_image(item.record.path, item.choice, flip) for item, flip in chunk])
                 encoded = encode_images(vae, pixels, generators).cpu()
             latents.update(zip(keys, encoded))
+            done += len(chunk)
+            reporter.progress(Phase.CACHING_LATENTS, done, total)
     if disk is not None:
         reporter.notice(disk.stats.describe())
     vae.to("cpu")

@@ -13,9 +13,11 @@ from engine.config.optimizers import REGISTRY
 from engine.config.schema import Optimizer
 from engine.errors import ConfigError, MissingPackageError
 from engine.problems import Problem
+from engine.quiet import quiet_heavy_imports
 
 
 def optimizer_class(name: Optimizer) -> type:
+    quiet_heavy_imports()  # preflight imports bitsandbytes here, before any run has started
     module, _, attr = REGISTRY[name].class_path.partition(":")
     return getattr(importlib.import_module(module), attr)
 

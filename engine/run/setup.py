@@ -10,8 +10,6 @@ global generator after it is seeded here, so nothing before them may draw from i
 
 from __future__ import annotations
 
-import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ from engine.errors import ConfigError, problems_message
 from engine.events import Phase, Reporter, StopSignal
 from engine.models.components import BaseComponents
 from engine.problems import errors, warnings
+from engine.quiet import quiet_heavy_imports  # noqa: F401 - train and the benchmark call it from here
 from engine.run.build import (
     build_network,
     build_optimizer,
@@ -44,15 +43,6 @@ from engine.run.session import Session
 from engine.run.step import StepInputs
 from engine.run.tracking import open_train_log
 from engine.text.encoding import clip_skip_used
-
-
-def quiet_heavy_imports() -> None:
-    """Offline and quiet before diffusers/transformers load: huggingface_hub reads HF_HUB_OFFLINE
-    once, at its import; bitsandbytes logs a CPU-kernel warning at its import unless told not to."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def prepare_session(

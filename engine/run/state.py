@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import ConfigError
+from engine.fileio import give_normal_mode
 
 STATE_FILE = "train_state.json"
 STATE_VERSION = 1
@@ -63,6 +64,8 @@ def save_state(folder: Path, network, optimizer, scheduler, position: Position) 
         for f in tmp.iterdir():
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
+            give_normal_mode(f)  # save_file writes 0600, mkdtemp makes 0700: readable like the LoRA
+        give_normal_mode(tmp)
         os.rename(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,9 +12,12 @@ Tags (kohya-ss/sd-scripts `train_network.py`, `generate_step_logs` and the end o
 `lr/d*lr/<group>` for D-Adaptation/Prodigy, and `loss/epoch_average` with the epoch as its x axis
 (sd-scripts' current name; versions before 2024 called it `loss/epoch`).
 
-Each run writes into its own folder `<log_dir>/<log_prefix><output_name or 'last'>-<run folder name>`
-(`logs/mychar-run3`); a folder that already exists (another output folder with the same run number)
-is never shared: the next free name (`mychar-run3-2`) is used instead, so two runs' curves never mix.
+By default (logging.tensorboard, no log_dir) a run logs into its own run folder, `<run folder>/logs`:
+`tensorboard --logdir output` then shows every run of an output folder side by side. With
+logging.log_dir, each run writes into its own folder `<log_dir>/<log_prefix><output_name or
+'last'>-<run folder name>` (`logs/mychar-run3`); a folder that already exists (another output
+folder with the same run number) is never shared: the next free name (`mychar-run3-2`) is used
+instead, so two runs' curves never mix. logging.tensorboard=false writes no logs.
 """
 
 from __future__ import annotations
@@ -45,25 +48,30 @@ def learning_rates(optimizer) -> dict[str, float]:
     return rates
 
 
+#: a run's own log folder, inside its run folder, when logging.log_dir is not set
+RUN_LOGS = "logs"
+
+
 def log_folder(cfg: TrainConfig, run_dir: Path) -> Path:
-    """Where this run's events go (not created): `<log_dir>/<prefix><name>-<run folder name>`."""
+    """Where this run's events go (not created): `<run folder>/logs`, or with logging.log_dir
+    `<log_dir>/<prefix><name>-<run folder name>`."""
     if cfg.logging.log_dir is None:
-        raise ValueError("logging.log_dir is not set")
+        return Path(run_dir) / RUN_LOGS
     name = f"{cfg.logging.log_prefix or ''}{cfg.saving.output_name or 'last'}-{Path(run_dir).name}"
     return Path(cfg.logging.log_dir) / name
 
 
 def open_train_log(cfg: TrainConfig, run_dir: Path, *, is_main_process: bool) -> TrainLog | NullTrainLog:
-    """The run's TensorBoard log; a log that does nothing when logging.log_dir is not set or on a
+    """The run's TensorBoard log; a log that does nothing with logging.tensorboard off or on a
     process other than the main one (only one process writes events)."""
-    if cfg.logging.log_dir is None or not is_main_process:
+    if not cfg.logging.tensorboard or not is_main_process:
         return NullTrainLog()
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise MissingPackageError(
-            "logging.log_dir needs the tensorboard package: run `.venv/bin/pip install tensorboard`, "
-            "or clear logging.log_dir"
+            "TensorBoard logs need the tensorboard package: run `.venv/bin/pip install tensorboard`, "
+            "or set logging.tensorboard to false"
         ) from None
     folder = _fresh_folder(log_folder(cfg, run_dir))
     writer = SummaryWriter(log_dir=str(folder), flush_secs=FLUSH_SECONDS)
@@ -155,7 +163,7 @@ class TrainLog:
 
 
 class NullTrainLog:
-    """The log of a run without logging.log_dir, and of every process but the main one."""
+    """The log of a run with logging.tensorboard off, and of every process but the main one."""
 
     folder = None
 

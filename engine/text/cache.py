@@ -106,6 +106,7 @@ def build_text_cache(cfg: TrainConfig, plan, captions: dict, components, acceler
     texts = captions_to_cache(cfg, plan, captions)
     size = cfg.training.batch_size
     entries: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    reporter.progress(Phase.CACHING_TEXT, 0, len(texts))
     with torch.no_grad(), accelerator.autocast():
         for start in range(0, len(texts), size):
             chunk = texts[start : start + size]
@@ -114,6 +115,7 @@ def build_text_cache(cfg: TrainConfig, plan, captions: dict, components, acceler
             pooled = None if cond.pooled is None else cond.pooled.cpu()
             for i, text in enumerate(chunk):
                 entries[text] = (hidden[i], None if pooled is None else pooled[i])
+            reporter.progress(Phase.CACHING_TEXT, start + len(chunk), len(texts))
     cache = TextCache(entries)
     reporter.notice(
         f"text encoders frozen and captions fixed: encoded {len(entries)} distinct captions once "

@@ -33,8 +33,14 @@ def config_file(tmp_path: Path, name: str = "cfg.json", **sections) -> Path:
     return path
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    """The exit code and everything printed."""
-    code = main(list(argv))
+def run_cli(capsys, *argv: str | Path, trainer=None) -> tuple[int, str]:
+    """The exit code and everything printed; `trainer` stands in for the engine's trainer."""
+    code = main([str(a) for a in argv], trainer=trainer)
     out = capsys.readouterr()
     return code, out.out + out.err
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks and runs of spaces as single spaces: what a sentence says, however
+    the console wrapped it (the wrap depends on the width and on how long the paths are)."""
+    return " ".join(text.split())
