@@ -197,9 +197,9 @@ def _view(console: Console, args, texts: dict, program: str) -> int:
 
 def _refuse_concept_folder(folder: Path, program: str) -> None:
     """`dataset 10_mychar` (one concept folder instead of its parent) gets the fix, not a riddle."""
-    from engine.data.dataset import _SUBSET_NAME, IMAGE_EXTENSIONS
+    from engine.data.layout import IMAGE_EXTENSIONS, SUBSET_NAME
 
-    if folder.is_dir() and _SUBSET_NAME.match(folder.name) and not any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir()):
+    if folder.is_dir() and SUBSET_NAME.match(folder.name) and not any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir()):
         if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir()):
             from engine.errors import DatasetError
 

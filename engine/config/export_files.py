@@ -46,7 +46,7 @@ def export_family(cfg: TrainConfig) -> ModelFamily:
 
 def export_subsets(cfg: TrainConfig) -> list[SubsetConfig]:
     """The folders to list: the config's own, or its `<repeats>_<name>` folders as scanned."""
-    from engine.data.dataset import concept_subsets
+    from engine.data.layout import concept_subsets
     from engine.data.subsets import resolve_img_folder
 
     ds = cfg.dataset

@@ -1,9 +1,7 @@
-"""Loading, saving and migrating config files.
+"""Loading and saving config files.
 
-One pipeline for every file: read JSON -> migrate to the current version -> drop the skip-list
-fields -> validate once. Migrations are pure functions in `MIGRATIONS`, keyed by the version they
-start from; a file without a `version` is version 0 (a LETS/kohya_ss flat file, or a nested file
-written before configs carried a version). Every failure is a `ConfigError` that names the file, the
+One pipeline for every file: read JSON -> migrate to the current version (engine/config/migrate.py)
+-> drop the skip-list fields -> validate once. Every failure is a `ConfigError` that names the file, the
 field, the value and the fix; a user never sees a traceback for a bad file.
 """
 
@@ -11,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +31,7 @@ from engine.config.flat_import import (
     flat_to_nested,
     is_flat_config,
 )
+from engine.config.migrate import MIGRATIONS, migrate, version_of  # noqa: F401 - MIGRATIONS re-exported
 from engine.config.schema import (
     CONFIG_VERSION,
     DEMO_MODEL,
@@ -51,27 +50,6 @@ __all__ = [
     "DEFAULT_SKIP", "MIGRATIONS", "LoadedConfig", "config_from_dict", "describe_field", "dump_config", "field_problem",
     "load_config", "migrate", "read_config", "save_config", "skip_paths_for", "validate", "validated",
 ]
-
-Migration = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _v0_to_v1(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 0 is anything written before configs carried a version: a flat LETS/kohya_ss file
-    is mapped onto the sections; a nested file already has the v1 layout and only gets the stamp."""
-    body = {key: value for key, value in data.items() if key != "version"}
-    if not is_flat_config(body):
-        return {**body, "version": 1}
-    imported = flat_to_nested(body)
-    if imported.dataset_config:
-        raise ConfigError(
-            f"dataset_config = {imported.dataset_config!r}: a dataset TOML is read when the config is loaded "
-            "from its file (its path is relative to that file); load the file with load_config"
-        )
-    return {**imported.nested, "version": 1}
-
-
-#: version a file was written with -> function that returns the same config one version later
-MIGRATIONS: dict[int, Migration] = {0: _v0_to_v1}
 
 #: LETS' default `json_load_skip_list` as config fields: what "load a saved config, then ask"
 #: takes from the wizard instead of the file. (LETS' other entries, save_json_folder and
@@ -114,7 +92,7 @@ def read_config(path: Path, skip: Iterable[str] | None = None) -> LoadedConfig:
     if path.suffix.lower() == ".toml":
         return _build_flat(read_toml_config(path), str(path), skip)
     data = _read_json(path)
-    if _version_of(data, str(path)) == 0 and is_flat_config(data):
+    if version_of(data, str(path)) == 0 and is_flat_config(data):
         flat_file = FlatFile(data, json_format(data))
         if data.get("dataset_config"):
             flat_file = with_dataset_config(flat_file, path.parent, str(path))
@@ -131,7 +109,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", skip: Itera
 
 def _build(data: dict[str, Any], source: str, skip: Iterable[str] | None, *, from_file: bool = False) -> LoadedConfig:
     skip_paths = skip_paths_for(skip or ())
-    version = _version_of(data, source)
+    version = version_of(data, source)
     if version == 0 and is_flat_config(data):
         return _build_flat(FlatFile(data, json_format(data)), source, skip, from_file=from_file)
     try:
@@ -262,42 +240,6 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_nan(name: str) -> Any:
     raise _BadJson(f"{name} is not a number a config can hold; write a finite number")
-
-
-# ------------------------------------------------------------------------------------ migration
-
-
-def _version_of(data: dict[str, Any], source: str) -> int:
-    version = data.get("version", 0)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ConfigError(f"{source}: version = {version!r}: must be a whole number; this build writes {CONFIG_VERSION}")
-    if version > CONFIG_VERSION:
-        raise ConfigError(
-            f"{source}: version = {version}: the file was written by a newer lora-wizard; this build reads "
-            f"versions up to {CONFIG_VERSION}. Update lora-wizard to load it"
-        )
-    return version
-
-
-def migrate(
-    data: dict[str, Any],
-    *,
-    migrations: dict[int, Migration] | None = None,
-    current: int = CONFIG_VERSION,
-) -> dict[str, Any]:
-    """Apply migrations until `data` is at version `current`. Pure: returns a new dict."""
-    table = MIGRATIONS if migrations is None else migrations
-    version = data.get("version", 0)
-    if version > current:
-        raise ConfigError(f"version {version} is newer than this build's {current}; update lora-wizard")
-    while version < current:
-        if version not in table:
-            raise ConfigError(f"no migration from config version {version}; re-create the config with the wizard")
-        data = table[version](copy.deepcopy(data))
-        if data.get("version") != version + 1:
-            raise RuntimeError(f"the migration from version {version} must return version {version + 1}")
-        version += 1
-    return data
 
 
 # ------------------------------------------------------------------------------------ skip list

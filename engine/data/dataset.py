@@ -1,10 +1,8 @@
-"""The training set: scan the kohya folder layout, apply repeats and regularisation balancing.
+"""The training set: read each folder's images, apply repeats and regularisation balancing.
 
-Layout (sd-scripts' "DreamBooth" style): the dataset folder holds sub-folders named
-`<repeats>_<name>`; each image in one is used `repeats` times per epoch, and an image without a
-caption file is captioned with `<name>`. Regularisation folders have the same layout. A config
-may also list its folders (dataset.subsets): each then holds its images directly, with its own
-repeats, class tokens and caption options (engine/data/subsets.py resolves them).
+The folders come from engine/data/subsets.py (the config's dataset.subsets, or the
+`<repeats>_<name>` folders that engine/data/layout.py scans); each image in one is used `repeats`
+times per epoch, and an image without a caption file is captioned with the folder's class tokens.
 
 Everything here is plain Python (PIL for image sizes): no torch, so a queue can scan every dataset
 before the first run starts.
@@ -13,20 +11,17 @@ before the first run starts.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.config.schema import SubsetConfig
 from engine.data.captions import CaptionRules
+from engine.data.layout import IMAGE_EXTENSIONS, SUBSET_NAME
 from engine.errors import DatasetError, problems_message
 
 if TYPE_CHECKING:
     from engine.data.subsets import FolderSpec
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-_SUBSET_NAME = re.compile(r"^(\d+)_(.*)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,39 +57,6 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DatasetError(f"{path}: cannot read this image ({exc}); remove it or re-save it as PNG/JPEG") from None
 
 
-def concept_subsets(root: Path, *, is_reg: bool = False) -> list[SubsetConfig]:
-    """The `<repeats>_<name>` folders under `root` as subsets (repeats, class name), checked for
-    their layout only. All problems at once."""
-    kind = "regularisation folder" if is_reg else "dataset folder"
-    field = "dataset.reg_img_folder" if is_reg else "dataset.img_folder"
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{field}: {root} is not a folder; give the parent of the <repeats>_<name> folders")
-    problems: list[str] = []
-    subsets: list[SubsetConfig] = []
-    children = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    loose_images = [p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
-    for child in children:
-        match = _SUBSET_NAME.match(child.name)
-        if not match or int(match.group(1)) < 1:
-            problems.append(
-                f"{child}: the folder name must start with the repeat count, like '10_{child.name}' "
-                "(each image is then used 10 times per epoch)"
-            )
-            continue
-        subsets.append(SubsetConfig(image_dir=child, num_repeats=int(match.group(1)), class_tokens=match.group(2).strip(), is_reg=is_reg))
-    if not children and loose_images:
-        problems.append(
-            f"{root}: the images are directly in the {kind}; move them into a sub-folder named like "
-            f"'10_{root.name}' (10 = repeats per epoch) and select {root} again"
-        )
-    elif not subsets and not problems:
-        problems.append(f"{root}: empty {kind}; it needs sub-folders like '10_mycharacter' with images inside")
-    if problems:
-        raise DatasetError(problems_message(f"{field} {root}", problems))
-    return subsets
-
-
 def load_subset(spec: FolderSpec) -> tuple[Subset | None, list[str]]:
     """The images of one folder (sizes from their headers, caption files found), or the problems."""
     folder = spec.image_dir
@@ -124,7 +86,7 @@ def load_subset(spec: FolderSpec) -> tuple[Subset | None, list[str]]:
         )
     if not images and not problems:
         hint = ""
-        if spec.field.startswith("dataset.subsets") and any(p.is_dir() and _SUBSET_NAME.match(p.name) for p in folder.iterdir()):
+        if spec.field.startswith("dataset.subsets") and any(p.is_dir() and SUBSET_NAME.match(p.name) for p in folder.iterdir()):
             hint = " (it holds <repeats>_<name> folders: name it in dataset.img_folder instead)"
         problems.append(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder{hint}; add some or remove it")
     if problems:

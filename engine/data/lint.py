@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config.schema import SAMPLE_DATASET, TrainConfig
-from engine.data.dataset import _SUBSET_NAME, IMAGE_EXTENSIONS
+from engine.data.layout import IMAGE_EXTENSIONS, SUBSET_NAME
 from engine.problems import Level, Problem
 
 #: image types PIL may read but the dataset scan skips: named so the user knows why they are unused
@@ -153,13 +153,13 @@ def parent_if_concept_folder(folder: Path) -> Path | None:
 
 def is_concept_folder(folder: Path) -> bool:
     """Named like `10_mychar`: a folder of images with its repeat count, the kohya layout's unit."""
-    match = _SUBSET_NAME.match(folder.name)
+    match = SUBSET_NAME.match(folder.name)
     return bool(match) and int(match.group(1)) >= 1
 
 
 def lint_subset(folder: Path, cfg: TrainConfig, checks: ImageChecks) -> list[Problem]:
     """One `<repeats>_<name>` folder: its images and caption files (its name is the layout's check)."""
-    match = _SUBSET_NAME.match(folder.name)
+    match = SUBSET_NAME.match(folder.name)
     if not match or int(match.group(1)) < 1:
         return []
     return lint_images(folder, cfg, checks, cfg.dataset.caption_extension, match.group(2).strip())

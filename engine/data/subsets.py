@@ -4,8 +4,8 @@ A config lists its folders in dataset.subsets (sd-scripts' DreamBooth subsets), 
 folder whose `<repeats>_<name>` sub-folders are the subsets (sd-scripts' `train_data_dir` layout,
 library/config_util.py `generate_dreambooth_subsets_config_by_subdirs`): the folder scan fills the
 same list. A subset's caption option left unset is the dataset's, as in sd-scripts' fallback from a
-subset to its dataset. Plain Python, no torch, no image reading: engine/data/dataset.py reads the
-images of each folder.
+subset to its dataset. Plain Python, no torch, no image reading: engine/data/layout.py scans the
+`<repeats>_<name>` folders, engine/data/dataset.py reads the images of each folder.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from engine.config.schema import (
     TrainConfig,
 )
 from engine.data.captions import CaptionRules
+from engine.data.layout import concept_subsets
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +82,6 @@ def all_caption_rules(cfg: TrainConfig) -> list[CaptionRules]:
 def folder_specs(cfg: TrainConfig) -> list[FolderSpec]:
     """Every folder to train: dataset.subsets as listed, or the scanned `<repeats>_<name>` folders
     of dataset.img_folder and dataset.reg_img_folder (DatasetError for a bad layout)."""
-    from engine.data.dataset import concept_subsets
-
     ds = cfg.dataset
     if ds.subsets:
         return [_spec(ds, s, f"dataset.subsets[{i}]") for i, s in enumerate(ds.subsets)]

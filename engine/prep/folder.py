@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.data.dataset import IMAGE_EXTENSIONS
+from engine.data.layout import IMAGE_EXTENSIONS
 from engine.errors import DatasetError
 
 

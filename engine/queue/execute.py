@@ -24,12 +24,12 @@ from engine.queue.journal import (
     RunState,
     now,
 )
+from engine.queue.memory import release_memory
 from engine.queue.preflight import PlannedRun
 from engine.queue.runner import (
     Trainer,
     default_trainer,
     new_run_folder,
-    release_memory,
     run_one,
 )
 from engine.run.distributed import is_main_process, launched_processes

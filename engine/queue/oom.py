@@ -1,7 +1,7 @@
 """Out of memory is not the end of a night: a run that runs out of memory is retried once, from its
 last saved state (or its start), with a smaller batch and more gradient accumulation, so the
 effective batch and the step count stay those planned; the summary says so. A second out-of-memory
-fails the run with the advice it gives today (engine/queue/runner.py `out_of_memory_advice`).
+fails the run with `out_of_memory_advice`: what to change in the config.
 
 The batch goes to its largest proper divisor (half an even batch; 1 for an odd one) and the
 accumulation grows by the same factor: batch x accumulation is unchanged. Buckets can make an
@@ -24,6 +24,7 @@ from engine.config.schema import TrainConfig
 from engine.data.plan import RunPlan, make_plan
 from engine.errors import ConfigError, TrainingError
 from engine.events import Reporter, RunResult, StopSignal
+from engine.queue.memory import is_out_of_memory, out_of_memory_advice, release_memory
 from engine.queue.preflight import PlannedRun
 from engine.run.state import (
     STATE_FILE,
@@ -129,11 +130,6 @@ def retry_smaller(
     state there (else the state the attempt started from, else the start) with a smaller batch.
     No smaller batch, or out of memory again: a TrainingError with the advice."""
     from engine.config.io import save_config
-    from engine.queue.runner import (
-        is_out_of_memory,
-        out_of_memory_advice,
-        release_memory,
-    )
 
     derived = smaller_batch(planned)
     if isinstance(derived, str):

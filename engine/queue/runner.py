@@ -7,8 +7,6 @@ earlier run is ever overwritten.
 
 from __future__ import annotations
 
-import gc
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 from engine.config.schema import TrainConfig
 from engine.errors import TrainingError
 from engine.events import Reporter, RunResult, StopSignal
+from engine.queue.memory import is_out_of_memory, out_of_memory_advice
 from engine.queue.preflight import PlannedRun
 
 #: what trains a planned run: engine.run.train.train, or a test's fake
@@ -67,7 +66,10 @@ def run_one(
     Running out of memory is retried once with a smaller batch at the same effective batch
     (engine/queue/oom.py); a second time, it is a TrainingError that says what to change."""
     from engine.queue.measure import StepClock
-    from engine.queue.oom import SavedFiles, retry_smaller
+    from engine.queue.oom import (  # reads run states with torch: only once a run starts
+        SavedFiles,
+        retry_smaller,
+    )
     from engine.run.distributed import launched_processes
 
     cfg = planned.config
@@ -103,39 +105,3 @@ def _keep_step_time(planned: PlannedRun, clock) -> None:
             record_run(planned, clock)
         except OSError:
             pass
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """torch.OutOfMemoryError (CUDA), a RuntimeError saying so (MPS, the CPU allocator), MemoryError."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def out_of_memory_advice(cfg: TrainConfig, exc: BaseException) -> str:
-    """What to change, only the changes that are still possible for this config."""
-    ds, tr, opt = cfg.dataset, cfg.training, cfg.optim
-    fixes = []
-    if tr.batch_size > 1:
-        fixes.append(
-            f"lower training.batch_size (now {tr.batch_size}; raise optim.gradient_accumulation_steps to keep the effective batch)"
-        )
-    if not opt.gradient_checkpointing:
-        fixes.append("set optim.gradient_checkpointing=true")
-    width, height = ds.width_height
-    fixes.append(f"lower dataset.resolution (now {width}x{height})")
-    if not ds.cache_latents:
-        fixes.append("set dataset.cache_latents=true")
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return f"out of memory ({first_line}): " + ", or ".join(fixes)
-
-
-def release_memory() -> None:
-    """Free what the last run left before the next one starts. A failed run's model is held by
-    the frames of its exception's traceback until those are collected; then the CUDA cache goes
-    back to the driver, so the next run (or another program) gets the memory."""
-    gc.collect()
-    torch = sys.modules.get("torch")  # never import torch just for this
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -111,6 +111,30 @@ def conditioning(inputs: StepInputs, captions: list[str]):
         )
 
 
+def noised(inputs: StepInputs, latents: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The UNet's input, its target and the timesteps for the whole global batch, drawn from
+    `generator` in a fixed order (noise, timesteps, input-perturbation noise) so every process
+    draws the same."""
+    tr = inputs.cfg.training
+    alphas = inputs.alphas_cumprod
+    noise = make_noise(
+        latents,
+        generator,
+        noise_offset=tr.noise_offset,
+        adaptive_noise_scale=tr.adaptive_noise_scale,
+        noise_offset_random_strength=tr.noise_offset_random_strength,
+        multires_iterations=tr.multires_noise_iterations,
+        multires_discount=tr.multires_noise_discount,
+    )
+    timesteps = sample_timesteps(len(latents), tr.min_timestep, tr.max_timestep, generator)
+    noisy = make_noisy_latents(
+        latents, noise, timesteps, alphas, generator,
+        ip_noise_gamma=tr.ip_noise_gamma, ip_noise_gamma_random_strength=tr.ip_noise_gamma_random_strength,
+    )
+    target = v_target(latents, noise, timesteps, alphas) if inputs.v_prediction else noise
+    return noisy, target, timesteps
+
+
 def batch_loss(inputs: StepInputs, batch: list[Sample], epoch: int, index: int) -> torch.Tensor:
     """The loss of this process's part of global batch `index` of `epoch`.
 
@@ -132,23 +156,7 @@ def batch_loss(inputs: StepInputs, batch: list[Sample], epoch: int, index: int) 
     latents[rows] = own  # other processes' rows stay zero: only their random draws matter here
     cond = conditioning(inputs, captions)
 
-    noise = make_noise(
-        latents,
-        generator,
-        noise_offset=tr.noise_offset,
-        adaptive_noise_scale=tr.adaptive_noise_scale,
-        noise_offset_random_strength=tr.noise_offset_random_strength,
-        multires_iterations=tr.multires_noise_iterations,
-        multires_discount=tr.multires_noise_discount,
-    )
-    timesteps = sample_timesteps(len(batch), tr.min_timestep, tr.max_timestep, generator)
-    alphas = inputs.alphas_cumprod
-    noisy = make_noisy_latents(
-        latents, noise, timesteps, alphas, generator,
-        ip_noise_gamma=tr.ip_noise_gamma, ip_noise_gamma_random_strength=tr.ip_noise_gamma_random_strength,
-    )
-    target = v_target(latents, noise, timesteps, alphas) if inputs.v_prediction else noise
-
+    noisy, target, timesteps = noised(inputs, latents, generator)
     noisy, target, timesteps = noisy[rows].to(device), target[rows].to(device), timesteps[rows].to(device)
     batch = [batch[i] for i in rows]
     extra = {}
@@ -163,7 +171,7 @@ def batch_loss(inputs: StepInputs, batch: list[Sample], epoch: int, index: int) 
         target.float(),
         timesteps,
         sample_weights=weights,
-        alphas_cumprod=alphas.to(device),
+        alphas_cumprod=inputs.alphas_cumprod.to(device),
         all_snr=inputs.all_snr,
         loss_type=tr.loss_type,
         huber_c=tr.huber_c,
