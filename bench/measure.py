@@ -170,8 +170,8 @@ def measure_row(cfg, batch: int, counts: LoopCounts, peak: MatmulPeak, device: t
     clock, reporter, result = clock_for(device), NoticeReporter(), RowResult()
     free_memory(device)
     session = None
-    try:
-        with tempfile.TemporaryDirectory(prefix="lora-wizard-bench-run-") as run_dir:
+    with tempfile.TemporaryDirectory(prefix="lora-wizard-bench-run-") as run_dir:
+        try:
             started = time.perf_counter()
             session = prepare_session(cfg, make_plan(cfg), Path(run_dir), reporter)
             clock.sync()
@@ -181,13 +181,13 @@ def measure_row(cfg, batch: int, counts: LoopCounts, peak: MatmulPeak, device: t
             result.peak_gib = peak_gib(device, reset=False)
             result.flops_per_sample = count_flops(TrainingSteps(session)) / batch
             result.mfu = result.samples_per_s * result.flops_per_sample / (peak.tflops * 1e12)
-    except torch.OutOfMemoryError as err:
-        result.error = f"out of memory: {str(err).splitlines()[0]}"
-    finally:
-        if session is not None:
-            release(session)
-        del session
-        free_memory(device)
+        except torch.OutOfMemoryError as err:
+            result.error = f"out of memory: {str(err).splitlines()[0]}"
+        finally:
+            if session is not None:
+                release(session)  # before the run folder goes: its writers close into it
+            del session
+            free_memory(device)
     result.notices = reporter.notices
     return result
 

@@ -41,6 +41,7 @@ SHARED_SETTINGS: dict[str, dict] = {
     "optim": {"optimizer": "AdamW", "mixed_precision": "bf16", "lr_scheduler": "constant"},
     "dataset": {"cache_latents": True},
     "saving": {"tag_file": "off"},
+    "logging": {"tensorboard": False},  # the timed steps write no event files (a run's default does)
 }
 #: far beyond any benchmark run, so the plan never ends before the timing does
 PLAN_STEPS = 100_000
