@@ -24,3 +24,17 @@ def _private_cache(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("lora-wizard-home")
     os.environ["LORA_WIZARD_HOME"] = str(home)
     return home
+
+
+def _build_default_key_bindings_once() -> None:
+    """prompt_toolkit builds its default key bindings (a few hundred) again for every question, a
+    third of what a scripted wizard question costs; the bindings are the same each time and read
+    their state from the running application, so the tests build them once."""
+    from functools import cache
+
+    import prompt_toolkit.application.application as application
+
+    application.load_key_bindings = cache(application.load_key_bindings)
+
+
+_build_default_key_bindings_once()
