@@ -12,6 +12,7 @@ from engine.config.io import save_config
 from engine.config.schema import TrainConfig
 from engine.events import Outcome
 from tests.support.cli import config_file, run_cli, write_dataset
+from tests.support.patience import PATIENCE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +128,7 @@ def test_a_real_process_prints_no_traceback_and_exits_2(tmp_path):
     path.write_text('{"optim": {"learning_rate": "fast"}}', encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run_wizard.py"), "replay", str(path)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=PATIENCE, cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stdout + proc.stderr

@@ -25,6 +25,7 @@ from engine.errors import ConfigError
 from engine.events import SilentReporter
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one
+from tests.support.patience import PATIENCE
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -33,12 +34,12 @@ if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "ac
     pytest.skip("accelerate's launcher is not installed", allow_module_level=True)
 
 
-def launch(tmp_path: Path, args: list[str], *, script: str = "run_wizard.py", port: int, timeout: int = 300):
+def launch(tmp_path: Path, args: list[str], *, script: str = "run_wizard.py", port: int, timeout: float = PATIENCE):
     launcher = str(Path(sys.executable).parent / "accelerate")
     command = [
         launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        str(ROOT / script), *args,
+        str(ROOT / script), *args, "--no-report",  # the contact sheet is tests/test_report.py's
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
@@ -149,16 +150,16 @@ def test_ctrl_c_stops_both_processes_together_and_saves_a_resumable_state(tmp_pa
     command = [
         launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29614",
-        str(ROOT / "run_wizard.py"), "replay", str(cfg),
+        str(ROOT / "run_wizard.py"), "replay", str(cfg), "--no-report",
     ]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = tmp_path / "stopped" / "run1"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + PATIENCE
     while not list(run.glob("*-tags.txt")) and time.monotonic() < deadline:  # written when training starts
         time.sleep(0.2)
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=PATIENCE)
     assert (run / "last-interrupted.safetensors").is_file(), out
     position = json.loads((run / "last-interrupted-state" / "train_state.json").read_text())
     assert position["num_processes"] == 2 and 0 < position["step"] < 3000

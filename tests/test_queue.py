@@ -33,6 +33,7 @@ from engine.queue.journal import (
 )
 from engine.run.train import LossMeter
 from tests.support.cli import one_line, run_cli
+from tests.support.patience import PATIENCE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,7 +156,7 @@ def start_child(tmp_path: Path, *argv, code: str = CHILD, **fake_modes) -> subpr
     )
 
 
-def wait_until(condition, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_until(condition, proc: subprocess.Popen, timeout: float = PATIENCE) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if proc.poll() is not None:
@@ -299,7 +300,7 @@ def test_kill_9_mid_run_then_resume_finishes_the_rest_once(queue_dir, tmp_path, 
     child = start_child(tmp_path, "queue", "--folder", queue_dir, b="slow")
     wait_until(running_and_stepping(journal_file, "b"), child)
     child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
+    child.wait(timeout=PATIENCE)
     states = journal(journal_file)
     assert [states[n]["state"] for n in "abc"] == ["done", "running", "pending"]
     assert (queue_dir / "complete" / "a.json").is_file()
@@ -325,7 +326,7 @@ def test_ctrl_c_once_saves_marks_interrupted_and_stops(queue_dir, tmp_path, call
     child = start_child(tmp_path, "queue", "--folder", queue_dir, a="polite")
     wait_until(running_and_stepping(journal_file, "a"), child)
     child.send_signal(signal.SIGINT)
-    out, _ = child.communicate(timeout=60)
+    out, _ = child.communicate(timeout=PATIENCE)
     assert child.returncode == Outcome.CANCELLED
     assert "Traceback" not in out and "stopping after this step" in out and "--resume" in out
     states = journal(journal_file)
@@ -345,7 +346,7 @@ def test_ctrl_c_twice_leaves_at_once_without_a_traceback(queue_dir, tmp_path):
     child.send_signal(signal.SIGINT)
     time.sleep(0.5)
     child.send_signal(signal.SIGINT)
-    out, _ = child.communicate(timeout=30)
+    out, _ = child.communicate(timeout=PATIENCE)
     assert child.returncode == Outcome.CANCELLED
     assert "Traceback" not in out and "stopped" in out
     entry = journal(journal_file)["a"]
@@ -448,16 +449,16 @@ def test_kill_9_then_resume_continues_from_the_last_state_exactly(tmp_path, caps
             journal_file.exists() and journal(journal_file)["r"]["state"] == "running" and any(killed.glob("r-step*-state"))
         )
 
-    child = start_child(tmp_path, "queue", "--folder", queue, code=REAL_CHILD)
-    wait_until(running_with_a_state, child, timeout=120)
+    child = start_child(tmp_path, "queue", "--folder", queue, "--no-report", code=REAL_CHILD)
+    wait_until(running_with_a_state, child)
     child.send_signal(signal.SIGKILL)
-    child.wait(timeout=30)
+    child.wait(timeout=PATIENCE)
     assert journal(journal_file)["r"]["state"] == "running" and not (killed / "r.safetensors").exists()
     state = latest_state(killed)
     resumed_after = read_position(state).step
     assert 2 <= resumed_after < 12
 
-    code, out = run_cli(capsys, "queue", "--folder", queue, "--resume")
+    code, out = run_cli(capsys, "queue", "--folder", queue, "--resume", "--no-report")  # no contact sheet: seconds, not tested here
     assert code == Outcome.OK, out
     entry = journal(journal_file)["r"]
     assert (entry["state"], entry["steps"], entry["attempts"]) == ("done", 12, 2)

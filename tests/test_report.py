@@ -18,6 +18,7 @@ from engine.events import Outcome
 from engine.report.draw import CELL, HEADER, LABEL_WIDTH, PAD, loss_curve
 from engine.report.sheet import default_prompt, image_count, lora_files
 from tests.support.cli import write_dataset
+from tests.support.patience import PATIENCE
 from tests.test_queue import fake_train, run_cli, write_config
 
 
@@ -123,7 +124,7 @@ def test_the_page_renders_in_headless_chromium(report_run, tmp_path):
     subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
          "--window-size=1000,900", (report_run / "sheet-report.html").as_uri()],
-        check=True, capture_output=True, timeout=120,
+        check=True, capture_output=True, timeout=PATIENCE,
     )
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
     assert pixels.std() > 10  # not a blank page

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from engine.config.io import save_config
 from engine.config.schema import TrainConfig
 from engine.events import Outcome
+from tests.support.patience import PATIENCE
 from wizard.app import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +79,7 @@ def test_full_size_replays_give_the_same_bytes_however_started(full_size_sd15, t
     # a fresh process started as `accelerate launch` starts it, with OMP_NUM_THREADS=1
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, str(ROOT / "run_wizard.py"), "replay", str(config), "--output", str(tmp_path / "launched"), *NO_REPORT]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=PATIENCE)
     assert done.returncode == Outcome.OK, done.stdout + done.stderr
     second = tmp_path / "launched" / "run1" / "last.safetensors"
     data = cfg.model_dump(mode="json")

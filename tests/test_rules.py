@@ -141,7 +141,7 @@ def test_xformers_config_trains_on_the_cpu_with_a_notice(tmp_path, capsys):
         training={"max_steps": 1},
         optim={"mixed_precision": MixedPrecision.NO.value},
     )
-    code, out = run_cli(capsys, "replay", str(path))
+    code, out = run_cli(capsys, "replay", str(path), "--no-report")
     assert code == Outcome.OK, out
     assert "torch's SDPA attention" in " ".join(out.split())
     assert (tmp_path / "out" / "run1" / "last.safetensors").is_file()

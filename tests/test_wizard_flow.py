@@ -18,6 +18,7 @@ from engine.config.io import load_config, save_config
 from engine.config.schema import ModelFamily, NetworkType, TrainConfig, field_paths
 from prompts import load_prompts
 from tests.support.cli import write_dataset
+from tests.support.patience import PATIENCE
 from tests.support.wizard_script import (
     CTRL_B,
     CTRL_C,
@@ -621,7 +622,7 @@ print(outcome.action, "torch" in sys.modules, "diffusers" in sys.modules, round(
 
     with tempfile.TemporaryDirectory() as folder:
         result = subprocess.run(
-            [sys.executable, "-c", code, folder], capture_output=True, text=True, timeout=60, cwd=REPO
+            [sys.executable, "-c", code, folder], capture_output=True, text=True, timeout=PATIENCE, cwd=REPO
         )
     assert result.returncode == 0, result.stderr
     action, torch, diffusers, _opened = result.stdout.split()

@@ -19,6 +19,7 @@ from engine.events import Outcome, Phase, RunResult, RunStatus, StepStats
 from engine.queue.journal import RunState
 from prompts import load_prompts
 from tests.support.cli import one_line
+from tests.support.patience import PATIENCE
 from tests.support.wizard_script import (
     CTRL_C,
     CTRL_U,
@@ -41,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def _no_hang():
     # a script that runs out of keys would wait for input forever: fail loudly instead
-    faulthandler.dump_traceback_later(60, exit=True)
+    faulthandler.dump_traceback_later(PATIENCE, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
 
@@ -228,7 +229,7 @@ def test_save_only_prints_the_replay_command_as_the_user_typed_it(saved, monkeyp
 def test_without_a_terminal_the_wizard_says_so_and_exits_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "run_wizard.py")], stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=PATIENCE, cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stdout + proc.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.config.schema import TrainConfig
+from tests.support.patience import PATIENCE
 from wizard.questions import Draft, question_list
 
 pexpect = pytest.importorskip("pexpect")
@@ -42,7 +43,7 @@ def test_wizard_in_a_terminal(tmp_path):
         cwd=str(tmp_path),
         env=env,
         encoding="utf-8",
-        timeout=20,
+        timeout=PATIENCE,
         dimensions=(40, 120),
     )
     try:
@@ -87,7 +88,7 @@ def terminal_env(**more: str) -> dict[str, str]:
 def spawn(tmp_path: Path, *args: str, columns: int = 80, **env: str):
     return pexpect.spawn(
         sys.executable, [str(REPO / "run_wizard.py"), *args], cwd=str(tmp_path), env=terminal_env(**env),
-        encoding="utf-8", timeout=30, dimensions=(30, columns),
+        encoding="utf-8", timeout=PATIENCE, dimensions=(30, columns),
     )
 
 
