@@ -14,6 +14,7 @@ import torch
 from bench.report import COLUMNS, default_json_path, format_table
 from bench.rows import DEFAULT_ROWS, select_rows
 from engine.config.schema import TrainOn
+from tests.support.patience import PATIENCE
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED = ("samples_per_s", "step_ms", "flops_per_sample", "mfu", "first_step_s", "setup_s")
@@ -21,7 +22,7 @@ MEASURED = ("samples_per_s", "step_ms", "flops_per_sample", "mfu", "first_step_s
 
 def bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True, timeout=PATIENCE, check=False
     )
 
 
