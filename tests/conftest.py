@@ -18,6 +18,43 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
+@pytest.fixture
+def wide_console(monkeypatch) -> None:
+    """Tables keep whole paths on one line, in this process and in child processes."""
+    monkeypatch.setenv("COLUMNS", "400")
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """torch on one thread for a module's tests, as a CPU training run computes (and as `make
+    test`'s workers already are when started by pytest alone)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_hang():
+    """A scripted wizard that runs out of keys would wait for input forever: after PATIENCE, the
+    stacks are printed and the test process ends, so the run fails loudly instead of hanging."""
+    import faulthandler
+
+    from tests.support.patience import PATIENCE
+
+    faulthandler.dump_traceback_later(PATIENCE, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def saved(tmp_path) -> Path:
+    """The wizard's saved-configs folder of a test."""
+    return tmp_path / "saved_configs"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory) -> Path:
     """Generated assets (the sample dataset) go to a per-session folder, never ~/.cache."""

@@ -76,12 +76,7 @@ SMALL = {
 # ---- helpers ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def write_images(folder: Path, sizes: list[tuple[int, int]], caption: str | None, seed: int = 0) -> Path:

@@ -90,10 +90,7 @@ fake_train = _namespace["fake_train"]
 # ------------------------------------------------------------------------------------------ helpers
 
 
-@pytest.fixture(autouse=True)
-def _wide_console(monkeypatch):
-    """Tables keep whole paths on one line, in this process and in child processes."""
-    monkeypatch.setenv("COLUMNS", "400")
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 def write_dataset(root: Path) -> Path:

@@ -21,10 +21,7 @@ from tests.support.cli import write_dataset
 from tests.support.patience import PATIENCE
 from tests.test_queue import fake_train, run_cli, write_config
 
-
-@pytest.fixture(autouse=True)
-def _wide_console(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "400")
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 # ------------------------------------------------------------------------------------------ parts

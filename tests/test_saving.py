@@ -39,12 +39,7 @@ SMALL = {
 DTYPES = {SavePrecision.FLOAT: torch.float32, SavePrecision.FP16: torch.float16, SavePrecision.BF16: torch.bfloat16}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.fixture(scope="module")

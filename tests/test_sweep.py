@@ -33,10 +33,7 @@ from tests.test_queue import (
     write_dataset,
 )
 
-
-@pytest.fixture(autouse=True)
-def _wide_console(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "400")
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import faulthandler
 import json
 import re
 import struct
@@ -115,17 +114,7 @@ def offered(order: list[str]) -> list[str]:
     return list(order)
 
 
-@pytest.fixture(autouse=True)
-def _no_hang():
-    # a script that runs out of keys would wait for input forever: fail loudly instead
-    faulthandler.dump_traceback_later(60, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-
-
-@pytest.fixture
-def saved(tmp_path) -> Path:
-    return tmp_path / "saved_configs"
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 def wizard_defaults() -> TrainConfig:

@@ -4,7 +4,6 @@ that fits 80 columns, and the messages around a run (progress, hints, no termina
 
 from __future__ import annotations
 
-import faulthandler
 import io
 import json
 import subprocess
@@ -39,17 +38,7 @@ from wizard.screen import Screen
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _no_hang():
-    # a script that runs out of keys would wait for input forever: fail loudly instead
-    faulthandler.dump_traceback_later(PATIENCE, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-
-
-@pytest.fixture
-def saved(tmp_path) -> Path:
-    return tmp_path / "saved_configs"
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 def squeezed(text: str) -> str:
