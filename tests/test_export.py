@@ -90,7 +90,8 @@ def test_the_round_trip_holds_for_other_settings(tmp_path, changes):
     back = load_config(done.training_toml)
     if cfg.optim.optimizer == "AdaFactor":  # the export states lora-wizard's Adafactor defaults
         assert back.optim.optimizer_args == {"relative_step": "True", "scale_parameter": "False", "warmup_init": "False"}
-        back = back.model_copy(update={"optim": back.optim.model_copy(update={"optimizer_args": cfg.optim.optimizer_args})})
+        assert back.model_dump(exclude={"optim": {"optimizer_args"}}) == cfg.model_dump(exclude={"optim": {"optimizer_args"}})
+        return
     assert back == cfg
 
 

@@ -100,7 +100,7 @@ def test_unusable_prompt_files(tmp_path):
 
 
 def sampling(epochs: int | None = None, steps: int | None = None, prompts: str | None = "p.txt") -> SamplingConfig:
-    return SamplingConfig.model_construct(
+    return SamplingConfig(
         sample_prompts=Path(prompts) if prompts else None,
         sample_sampler=Sampler.DDIM,
         sample_every_n_epochs=epochs,
