@@ -79,7 +79,7 @@ _build_default_key_bindings_once()
 
 #: the files whose tests take longest, run first: with one worker per core and a file's tests on
 #: one worker, a long file started last would leave the other cores idle at the end
-SLOW_FILES_FIRST = ("test_reproducible.py", "test_multiprocess.py", "test_bench.py", "test_queue.py", "test_cli.py")
+SLOW_FILES_FIRST = ("test_reproducible.py", "test_multiprocess.py", "test_bench.py", "test_queue_resume.py", "test_cli.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -27,8 +27,8 @@ from engine.queue.estimate import (
 from engine.queue.measure import key_of, measure_run, seconds_per_step
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one
-from tests.support.cli import write_dataset
-from tests.test_queue import fake_train, run_cli, write_config
+from tests.support.cli import run_cli, write_dataset
+from tests.support.queue_fakes import fake_train, write_config
 
 NOW = datetime(2026, 3, 14, 22, 0)
 

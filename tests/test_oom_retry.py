@@ -18,8 +18,8 @@ from engine.events import Outcome, SilentReporter
 from engine.queue.oom import position_in, smaller_batch
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one
-from tests.support.cli import one_line, write_dataset
-from tests.test_queue import fake_train, run_cli, write_config
+from tests.support.cli import one_line, run_cli, write_dataset
+from tests.support.queue_fakes import fake_train, write_config
 
 CUDA_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 23.69 GiB total capacity)"
 

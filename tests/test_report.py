@@ -17,9 +17,9 @@ from engine.config.schema import TrainConfig
 from engine.events import Outcome
 from engine.report.draw import CELL, HEADER, LABEL_WIDTH, PAD, loss_curve
 from engine.report.sheet import default_prompt, image_count, lora_files
-from tests.support.cli import write_dataset
+from tests.support.cli import run_cli, write_dataset
 from tests.support.patience import PATIENCE
-from tests.test_queue import fake_train, run_cli, write_config
+from tests.support.queue_fakes import fake_train, write_config
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 

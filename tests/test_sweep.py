@@ -24,14 +24,8 @@ from engine.queue.sweep import (
     split_values,
     write_grid,
 )
-from tests.test_queue import (
-    Recording,
-    fake_train,
-    journal,
-    run_cli,
-    write_config,
-    write_dataset,
-)
+from tests.support.cli import run_cli, write_dataset
+from tests.support.queue_fakes import Recording, fake_train, journal, write_config
 
 pytestmark = pytest.mark.usefixtures("wide_console")
 

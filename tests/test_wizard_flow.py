@@ -1,23 +1,29 @@
 """The interactive wizard, driven in-process through prompt_toolkit's pipe input
-(tests/support/wizard_script.py: a `Script` of keys per question path)."""
+(tests/support/wizard_script.py: a `Script` of keys per question path): whole flows, back and the
+edit list, and its pieces. The advanced settings: test_wizard_advanced.py; the checks at the
+question: test_wizard_checks.py."""
 
 from __future__ import annotations
 
 import json
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from engine.config.io import load_config, save_config
 from engine.config.schema import ModelFamily, NetworkType, TrainConfig, field_paths
 from prompts import load_prompts
 from tests.support.cli import write_dataset
 from tests.support.patience import PATIENCE
+from tests.support.wizard_expect import (
+    ALL_DEFAULTS_ORDER,
+    LOADED_DEFAULTS_ORDER,
+    wizard_defaults,
+    write_safetensors,
+)
 from tests.support.wizard_script import (
     CTRL_B,
     CTRL_C,
@@ -36,102 +42,12 @@ from wizard.questions import (
     QUESTIONS,
     Draft,
     Kind,
-    block_values,
     question_list,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-# The order of LoRA_Easy_Training_Scripts' questions with the later ones that fit, as the user meets it pressing
-# Enter everywhere. Written out here, not derived from wizard.questions, so that a change of order
-# is a visible test change. Options the engine refuses for now are not offered.
-ALL_DEFAULTS_ORDER = [
-    "ask.load_json",
-    "model.base_model",
-    "dataset.img_folder",
-    "saving.output_folder",
-    "model.lowram",
-    "optim.optimizer",
-    "model.family",
-    "model.clip_skip",
-    "ask.reg_images",
-    "ask.resume_lora",
-    "dataset.flip_aug",
-    "training.batch_size",
-    "training.epochs",
-    "network.dim",
-    "network.alpha",
-    "network.type",
-    "dataset.resolution",
-    "optim.learning_rate",
-    "optim.text_encoder_lr",
-    "optim.unet_lr",
-    "optim.lr_scheduler",
-    "optim.lr_scheduler_num_cycles",
-    "ask.save_every",
-    "dataset.shuffle_caption",
-    "ask.keep_tokens",
-    "ask.warmup",
-    "ask.output_name",
-    "saving.training_comment",
-    "network.train_on",
-    "saving.tag_file",
-    "ask.caption_dropout",
-    "ask.noise_offset",
-    "dataset.bucket_no_upscale",
-    "optim.mixed_precision",
-    "dataset.cache_latents",
-    "ask.min_snr",
-    "ask.samples",
-    "ask.advanced",
-]
-# After loading a saved config (as LoRA_Easy_Training_Scripts did): its steps 2-13, then 28-33.
-LOADED_DEFAULTS_ORDER = [
-    "ask.load_json",
-    "ask.load_path",
-    "model.base_model",
-    "dataset.img_folder",
-    "saving.output_folder",
-    "model.lowram",
-    "optim.optimizer",
-    "model.family",
-    "model.clip_skip",
-    "ask.reg_images",
-    "ask.resume_lora",
-    "dataset.flip_aug",
-    "ask.output_name",
-    "saving.training_comment",
-    "network.train_on",
-    "saving.tag_file",
-    "ask.caption_dropout",
-    "ask.noise_offset",
-    "ask.advanced",
-]
-
-
-def offered(order: list[str]) -> list[str]:
-    return list(order)
-
-
 pytestmark = pytest.mark.usefixtures("no_hang")
-
-
-def wizard_defaults() -> TrainConfig:
-    """What Enter everywhere gives: the config's defaults, with the mixed precision this machine has."""
-    from engine.config.defaults import suggested_precision
-    from engine.config.machine import this_machine_at_a_glance
-
-    machine = this_machine_at_a_glance()
-    return TrainConfig.model_validate({"optim": {"mixed_precision": suggested_precision(machine.cuda, machine.bf16)}})
-
-
-def write_safetensors(path: Path, keys: list[str]) -> Path:
-    """A valid .safetensors file holding one float32 zero per key (enough for family detection)."""
-    header = {key: {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i, key in enumerate(keys)}
-    raw = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 4 * len(keys))
-    return path
 
 
 # ---- whole flows ------------------------------------------------------------------------------------
@@ -140,7 +56,7 @@ def write_safetensors(path: Path, keys: list[str]) -> Path:
 def test_enter_everywhere_trains_the_defaults(saved, monkeypatch):
     run = run_wizard(Script(), saved, monkeypatch)
 
-    assert run.asked == offered(ALL_DEFAULTS_ORDER)
+    assert run.asked == ALL_DEFAULTS_ORDER
     assert run.outcome.action == "train"
     assert run.outcome.configs == [wizard_defaults()]
     assert run.outcome.configs[0].model.base_model == "builtin:demo"
@@ -428,7 +344,7 @@ def test_load_a_saved_config_asks_the_short_list(saved, monkeypatch, tmp_path):
     cfg = run.outcome.configs[0]
 
     assert "network.dim" in run.output  # the load error, then the path asked again
-    assert run.asked == ["ask.load_json", "ask.load_path", *offered(LOADED_DEFAULTS_ORDER)[1:]]
+    assert run.asked == ["ask.load_json", "ask.load_path", *LOADED_DEFAULTS_ORDER[1:]]
     assert (cfg.network.dim, cfg.network.alpha, cfg.training.epochs) == (8, 4.0, 3)
     assert cfg.optim.lr_scheduler == "cosine"
 
@@ -568,7 +484,7 @@ def test_every_error_key_has_its_text():
 
 def test_short_list_is_the_lets_b1j_questions():
     active = Draft(TrainConfig(), question_list(loaded=True)).active()
-    assert [q.path for q in active] == offered(LOADED_DEFAULTS_ORDER)[2:]
+    assert [q.path for q in active] == LOADED_DEFAULTS_ORDER[2:]
 
 
 def test_a_gate_switched_off_clears_its_field():
@@ -616,271 +532,3 @@ print(outcome.action, "torch" in sys.modules, "diffusers" in sys.modules, round(
     assert result.returncode == 0, result.stderr
     action, torch, diffusers, _opened = result.stdout.split()
     assert (action, torch, diffusers) == ("train", "False", "False")
-
-
-# ---- advanced settings ----------------------------------------------------------------------------
-
-# The advanced questions as the user meets them pressing Enter everywhere (the gates stay no), in
-# their groups. Written out so that a change of order is a visible test change.
-ADVANCED_DEFAULTS_ORDER = [
-    "ask.block_lr",
-    "ask.block_dims",
-    "network.dropout",
-    "network.rank_dropout",
-    "network.module_dropout",
-    "optim.scale_weight_norms",
-    "training.stop_text_encoder_training",
-    "training.min_timestep",
-    "training.max_timestep",
-    "training.loss_type",
-    "training.debiased_estimation_loss",
-    "training.v_pred_like_loss",
-    "training.zero_terminal_snr",
-    "training.ip_noise_gamma",
-    "training.noise_offset_type",
-    "dataset.weighted_captions",
-    "saving.save_every_n_steps",
-    "saving.save_model_as",
-    "saving.save_precision",
-    "saving.save_state",
-    "saving.no_metadata",
-    "logging.tensorboard",
-    "logging.log_dir",
-    "optim.gradient_checkpointing",
-    "optim.gradient_accumulation_steps",
-    "optim.full_fp16",
-    "dataset.cache_latents_to_disk",
-    "dataset.vae_batch_size",
-    "dataset.max_data_loader_n_workers",
-    "dataset.persistent_data_loader_workers",
-    "model.attention",
-]
-
-
-def offered_advanced() -> list[str]:
-    """full fp16/bf16 are asked only with their mixed precision, which follows the machine."""
-    precision = wizard_defaults().optim.mixed_precision.value
-    halves = {"optim.full_fp16": "fp16", "optim.full_bf16": "bf16"}
-    return [path for path in ADVANCED_DEFAULTS_ORDER if halves.get(path, precision) == precision]
-
-
-def test_advanced_yes_asks_the_groups_in_order_and_shows_defaults(saved, monkeypatch):
-    run = run_wizard(Script({"ask.advanced": "y"}), saved, monkeypatch)
-
-    assert run.asked == [*offered(ALL_DEFAULTS_ORDER), *offered_advanced()]
-    assert run.outcome.configs == [wizard_defaults()]  # Enter everywhere keeps every default
-    assert "Advanced: dropouts and regularisation" in run.output
-    assert "Advanced: performance" in run.output
-    assert "Default: -" in run.output and "Default: sdpa" in run.output
-
-
-def test_advanced_answers_reach_the_config(saved, monkeypatch):
-    script = Script({
-        "ask.advanced": "y",
-        "network.rank_dropout": typed("0.25"),
-        "training.min_timestep": typed("100"),
-        "training.loss_type": DOWN + ENTER,
-        "training.huber_c": typed("0.2"),
-        "saving.save_every_n_steps": typed("50"),
-        "optim.gradient_checkpointing": "y",
-    })
-    run = run_wizard(script, saved, monkeypatch)
-    cfg = run.outcome.configs[0]
-
-    assert cfg.network.rank_dropout == 0.25 and cfg.training.min_timestep == 100
-    assert cfg.training.loss_type == "huber" and cfg.training.huber_c == 0.2
-    assert "training.huber_schedule" in run.asked  # asked only for a huber-type loss
-    assert cfg.saving.save_every_n_steps == 50 and cfg.optim.gradient_checkpointing
-    assert load_config(run.outcome.saved[0]) == cfg
-
-
-def test_advanced_no_keeps_a_loaded_configs_advanced_values(saved, monkeypatch, tmp_path):
-    original = TrainConfig.model_validate(
-        {"network": {"rank_dropout": 0.1}, "training": {"min_timestep": 200, "zero_terminal_snr": True}}
-    )
-    path = save_config(original, tmp_path)
-    run = run_wizard(Script({"ask.load_json": "y", "ask.load_path": typed(str(path))}), saved, monkeypatch)
-    cfg = run.outcome.configs[0]
-
-    assert "network.rank_dropout" not in run.asked  # "advanced settings?" was left at no
-    assert (cfg.network.rank_dropout, cfg.training.min_timestep, cfg.training.zero_terminal_snr) == (0.1, 200, True)
-
-
-def test_block_weights_take_a_preset_and_show_the_25_values(saved, monkeypatch):
-    script = Script({
-        "ask.advanced": "y",
-        "ask.block_lr": "y",
-        "network.down_lr_weight": typed("cosine+0.2"),
-        "network.mid_lr_weight": typed("0.5"),
-        "network.up_lr_weight": typed("1, 1, 0"),
-    })
-    run = run_wizard(script, saved, monkeypatch)
-    cfg = run.outcome.configs[0]
-
-    assert cfg.network.down_lr_weight == "cosine+0.2"
-    assert cfg.network.mid_lr_weight == 0.5 and cfg.network.up_lr_weight == [1.0, 1.0, 0.0]
-    assert "Per-block values, sd1 (25 blocks)" in run.output
-    table = run.output[run.output.rindex("Per-block values"):]
-    assert all(label in table for label in ("IN00", "IN11", "M00", "OUT00", "OUT11"))
-    rows = dict(re.findall(r"(IN00|IN01|M00|OUT02)\s*│\s*([\d.]+)", table))
-    assert rows == {"IN00": "1.2", "IN01": "1.19", "M00": "0.5", "OUT02": "0"}  # cos + 0.2; mid; up list
-    assert "dimmed: weight 0" in table
-    i = run.asked.index("ask.block_lr")
-    assert run.asked[i + 1 : i + 5] == [
-        "network.down_lr_weight", "network.mid_lr_weight", "network.up_lr_weight", "network.block_lr_zero_threshold",
-    ]
-
-
-def test_a_block_list_of_the_wrong_length_names_the_count(saved, monkeypatch, tmp_path):
-    model = write_safetensors(tmp_path / "xl.safetensors", ["conditioner.embedders.1.model.ln_final.weight"])
-    dims = ", ".join(["8"] * 23)
-    script = Script({
-        "model.base_model": typed(str(model)),
-        "ask.advanced": "y",
-        "ask.block_dims": "y",
-        "network.block_dims": typed(", ".join(["8"] * 25)) + typed(dims),
-    })
-    run = run_wizard(script, saved, monkeypatch)
-    cfg = run.outcome.configs[0]
-
-    assert cfg.model.family == ModelFamily.SDXL
-    assert cfg.network.block_dims == [8] * 23
-    assert "Per-block values, sdxl (23 blocks)" in run.output
-    assert run.asked.count("network.block_dims") == 1  # refused inline, then fixed
-
-
-def test_block_answers_are_checked_against_the_family():
-    draft = Draft(TrainConfig(), question_list(loaded=False))
-    draft.answers["model.family"] = ModelFamily.SDXL
-    dims = next(q for q in QUESTIONS if q.path == "network.block_dims")
-    down = next(q for q in QUESTIONS if q.path == "network.down_lr_weight")
-    with pytest.raises(AnswerError, match="has 25 values but a sdxl U-Net has 23 blocks"):
-        ask.parse_answer(dims, ", ".join(["4"] * 25), draft)
-    assert ask.parse_answer(dims, "[" + ", ".join(["4"] * 23) + "]", draft) == [4] * 23
-    with pytest.raises(AnswerError, match="down_lr_weight has 12 values but a sdxl U-Net has 9"):
-        ask.parse_answer(down, ", ".join(["1"] * 12), draft)
-    with pytest.raises(AnswerError, match="not a preset"):
-        ask.parse_answer(down, "cosinus", draft)
-    with pytest.raises(AnswerError) as info:
-        ask.parse_answer(down, "1,,1", draft)
-    assert "missing between two commas" in ask.error_text(info.value, load_prompts("en"))
-    assert ask.parse_answer(down, "linear+0.1", draft) == "linear+0.1"
-    assert ask.default_text([1.0, 0.5, 0.0]) == "1, 0.5, 0"
-    draft.answers.update({"ask.advanced": True, "ask.block_lr": True, "network.down_lr_weight": "zeros"})
-    values = block_values(draft)
-    assert list(values) == ["lr"] and len(values["lr"]) == 23 and values["lr"][1:10] == [0.0] * 9
-
-
-def test_switching_advanced_off_keeps_the_base_values():
-    base = TrainConfig.model_validate({"network": {"rank_dropout": 0.1}})
-    draft = Draft(base, question_list(loaded=True))
-    draft.answers.update({"ask.advanced": True, "network.rank_dropout": 0.3})
-    assert draft.to_data()["network"]["rank_dropout"] == 0.3
-    draft.answers["ask.advanced"] = False
-    assert draft.to_data()["network"]["rank_dropout"] == 0.1  # not reset to the default
-    assert not any(q.advanced for q in draft.active())
-
-
-def test_review_shows_processes_and_effective_batch(monkeypatch):
-    import io
-
-    from rich.console import Console
-
-    from prompts import load_prompts
-    from wizard.review import review_table
-
-    monkeypatch.setenv("WORLD_SIZE", "4")  # as `accelerate launch --num_processes 4` sets it
-    cfg = TrainConfig.model_validate({"training": {"batch_size": 2}, "optim": {"gradient_accumulation_steps": 3}})
-    out = io.StringIO()
-    Console(file=out, width=200).print(review_table(cfg, load_prompts()["review"]))
-    assert "24 (2 x 3 x 4)" in out.getvalue()
-
-
-# ---- checks at the question and defaults that follow earlier answers (the rulebook's, issue 13) ----
-
-PRODIGY, LION = DOWN * 6 + ENTER, DOWN + ENTER  # from AdamW8bit, the default
-
-
-def test_images_directly_in_the_folder_are_refused_at_the_question(saved, monkeypatch, tmp_path):
-    flat = tmp_path / "flat"
-    flat.mkdir()
-    Image.new("RGB", (64, 64)).save(flat / "a.png")
-    good = write_dataset(tmp_path / "good")
-    run = run_wizard(Script({"dataset.img_folder": typed(str(flat)) + typed(str(good))}), saved, monkeypatch)
-
-    assert run.asked.count("dataset.img_folder") == 1  # refused as it was typed, not after the review
-    assert run.outcome.configs[0].dataset.img_folder == str(good)
-
-
-def test_a_concept_folder_given_for_its_parent_is_offered_the_parent(saved, monkeypatch, tmp_path):
-    data = write_dataset(tmp_path / "data", folder="10_mychar")
-    run = run_wizard(Script({"dataset.img_folder": typed(str(data / "10_mychar")) + "y"}), saved, monkeypatch)
-
-    assert run.outcome.configs[0].dataset.img_folder == str(data)
-    assert "10_mychar is one <repeats>_<name> folder itself" in " ".join(run.output.split())
-    assert "10_10_mychar" not in run.output
-
-
-def test_declining_the_parent_asks_the_folder_again(saved, monkeypatch, tmp_path):
-    data = write_dataset(tmp_path / "data", folder="10_mychar")
-    other = write_dataset(tmp_path / "other")
-    script = Script({"dataset.img_folder": typed(str(data / "10_mychar")) + "n" + typed(str(other))})
-    assert run_wizard(script, saved, monkeypatch).outcome.configs[0].dataset.img_folder == str(other)
-
-
-def test_the_reg_folder_is_checked_the_same_way(saved, monkeypatch, tmp_path):
-    reg = write_dataset(tmp_path / "reg", folder="1_person")
-    script = Script({"ask.reg_images": "y", "dataset.reg_img_folder": typed(str(reg / "1_person")) + "y"})
-    assert run_wizard(script, saved, monkeypatch).outcome.configs[0].dataset.reg_img_folder == reg
-
-
-def test_a_learning_rate_far_outside_the_optimizers_range_is_confirmed(saved, monkeypatch):
-    script = Script({"optim.learning_rate": typed("0.5") + "n" + typed("2e-4")})
-    run = run_wizard(script, saved, monkeypatch)
-    assert "is far outside the usual range for AdamW8bit" in " ".join(run.output.split())
-    assert run.outcome.configs[0].optim.learning_rate == 2e-4
-
-
-def test_a_confirmed_learning_rate_is_kept(saved, monkeypatch):
-    kept = run_wizard(Script({"optim.learning_rate": typed("0.05") + "y"}), saved, monkeypatch)
-    assert kept.outcome.configs[0].optim.learning_rate == 0.05  # the user's call, once confirmed
-
-
-def test_prodigy_gets_a_learning_rate_of_one(saved, monkeypatch):
-    run = run_wizard(Script({"optim.optimizer": PRODIGY}), saved, monkeypatch)
-    cfg = run.outcome.configs[0]
-    assert cfg.optim.optimizer == "Prodigy" and cfg.optim.learning_rate == 1.0
-    assert "(for Prodigy)" in run.output  # the review says why it changed
-
-
-def test_lion_gets_a_third_of_adamws_learning_rate(saved, monkeypatch):
-    cfg = run_wizard(Script({"optim.optimizer": LION}), saved, monkeypatch).outcome.configs[0]
-    assert cfg.optim.optimizer == "Lion" and cfg.optim.learning_rate == pytest.approx(1e-4 / 3, rel=1e-2)
-
-
-def test_a_learning_rate_the_user_typed_does_not_follow(saved, monkeypatch):
-    script = Script({"optim.optimizer": [ENTER, PRODIGY], "optim.learning_rate": typed("3e-4")}, actions=["edit", "train"], edits=["optim.optimizer"])
-    cfg = run_wizard(script, saved, monkeypatch).outcome.configs[0]
-    assert cfg.optim.optimizer == "Prodigy" and cfg.optim.learning_rate == 3e-4
-
-
-def test_changing_the_optimizer_at_the_review_brings_its_learning_rate(saved, monkeypatch):
-    script = Script({"optim.optimizer": [ENTER, PRODIGY]}, actions=["edit", "train"], edits=["optim.optimizer"])
-    cfg = run_wizard(script, saved, monkeypatch).outcome.configs[0]
-    assert cfg.optim.optimizer == "Prodigy" and cfg.optim.learning_rate == 1.0
-
-
-def test_an_sdxl_model_gets_1024_pixels_and_buckets_to_match(saved, monkeypatch, tmp_path):
-    model = write_safetensors(tmp_path / "xl.safetensors", ["conditioner.embedders.1.model.ln_final.weight"])
-    run = run_wizard(Script({"model.base_model": typed(str(model))}), saved, monkeypatch)
-    ds = run.outcome.configs[0].dataset
-    assert ds.resolution == 1024 and (ds.min_bucket_reso, ds.max_bucket_reso) == (640, 1920)
-    assert "(for an SDXL model)" in run.output and "(for 1024 px)" in run.output
-
-
-def test_a_loaded_configs_own_values_do_not_follow(saved, monkeypatch, tmp_path):
-    original = TrainConfig.model_validate({"optim": {"optimizer": "Prodigy", "learning_rate": 0.7, "mixed_precision": "bf16"}})
-    path = save_config(original, tmp_path)
-    script = Script({"ask.load_json": "y", "ask.load_path": typed(str(path))})
-    cfg = run_wizard(script, saved, monkeypatch).outcome.configs[0]
-    assert cfg.optim.learning_rate == 0.7  # the file's, not the optimizer's suggestion

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from engine.config.io import load_config
-from tests.test_wizard_flow import Script, run_wizard, saved  # noqa: F401 - the saved-configs folder fixture
+from tests.support.wizard_script import Script, run_wizard
 from wizard import sweep_step
 
 
