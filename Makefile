@@ -11,9 +11,10 @@ run: $(STAMP)
 	$(PY) run_wizard.py
 
 # one worker per core; a file's tests stay on one worker (module fixtures are built once, and the
-# multi-process tests' fixed ports never meet)
+# multi-process tests' fixed ports never meet); files in collection order, where tests/conftest.py
+# puts the slowest first (xdist's default order, by test count, would start them last)
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadfile
+	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 demo: $(STAMP)
 	$(PY) run_wizard.py demo

@@ -77,9 +77,24 @@ def _build_default_key_bindings_once() -> None:
 _build_default_key_bindings_once()
 
 
-#: the files whose tests take longest, run first: with one worker per core and a file's tests on
-#: one worker, a long file started last would leave the other cores idle at the end
-SLOW_FILES_FIRST = ("test_reproducible.py", "test_multiprocess.py", "test_bench.py", "test_queue_resume.py", "test_cli.py")
+#: the files whose tests take longest (seconds on an idle 2-core machine, in brackets), longest
+#: first: with one worker per core and a file's tests on one worker, a long file started last would
+#: leave the other cores idle at the end. `make test` keeps this order (--no-loadscope-reorder).
+SLOW_FILES_FIRST = (
+    "test_multiprocess.py",  # (59) four 2-process launches
+    "test_reproducible.py",  # (49) a full-size SD1.5 built, then trained three times
+    "test_queue_resume.py",  # (25) child processes killed and resumed
+    "test_bench.py",  # (17)
+    "test_cli.py",  # (13)
+    "test_wizard_guide.py",  # (13)
+    "test_wizard_terminal.py",  # (13) a real terminal (pexpect)
+    "test_wizard_flow.py",  # (12)
+    "test_train_demo.py",  # (11)
+    "test_option_effects.py",  # (11)
+    "test_queue.py",  # (10)
+    "test_report.py",  # (8)
+    "test_model_loading.py",  # (8)
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
