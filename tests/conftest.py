@@ -55,6 +55,22 @@ def saved(tmp_path) -> Path:
     return tmp_path / "saved_configs"
 
 
+@pytest.fixture
+def queue_dir(tmp_path) -> Path:
+    """tmp/queue/{a,b,c}.json training tmp/data into tmp/out (tests/support/queue_fakes.py)."""
+    from tests.support.queue_fakes import queue_of_three
+
+    return queue_of_three(tmp_path)
+
+
+@pytest.fixture
+def calls():
+    """The queue's fake trainer, recording the output names of the runs it trained, in order."""
+    from tests.support.queue_fakes import Recording
+
+    return Recording()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory) -> Path:
     """Generated assets (the sample dataset) go to a per-session folder, never ~/.cache."""

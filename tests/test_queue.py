@@ -25,24 +25,12 @@ from engine.queue.journal import (
 from engine.run.train import LossMeter
 from tests.support.cli import one_line, run_cli, write_dataset
 from tests.support.queue_fakes import (
-    Recording,
     fake_train,
     journal,
-    queue_of_three,
     write_config,
 )
 
 pytestmark = pytest.mark.usefixtures("wide_console")
-
-
-@pytest.fixture
-def queue_dir(tmp_path):
-    return queue_of_three(tmp_path)
-
-
-@pytest.fixture
-def calls():
-    return Recording()
 
 
 

@@ -27,9 +27,7 @@ from tests.support.cli import run_cli, write_dataset
 from tests.support.patience import PATIENCE
 from tests.support.queue_fakes import (
     REAL_CHILD,
-    Recording,
     journal,
-    queue_of_three,
     running_and_stepping,
     start_child,
     wait_until,
@@ -37,16 +35,6 @@ from tests.support.queue_fakes import (
 )
 
 pytestmark = pytest.mark.usefixtures("wide_console")
-
-
-@pytest.fixture
-def queue_dir(tmp_path):
-    return queue_of_three(tmp_path)
-
-
-@pytest.fixture
-def calls():
-    return Recording()
 
 
 
