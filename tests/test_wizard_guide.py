@@ -190,6 +190,16 @@ def test_configs_queued_before_a_ctrl_c_in_the_questions_are_kept(monkeypatch, t
     assert trainer.calls == ["a"]
 
 
+def test_the_finish_by_question_refuses_a_wrong_time_and_takes_no_limit(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    trainer = FakeTrainer()
+    # "7pm" is refused at the question (it stays open); cleared and Enter: no time limit
+    script = Script(two_queued(), actions=["queue", "train"], finish_by=typed("7pm") + CTRL_U + ENTER)
+    with scripted(script, monkeypatch):
+        assert main([], trainer=trainer) == Outcome.OK
+    assert trainer.calls == ["a", "b"]  # both trained in full
+
+
 def test_a_stop_before_the_first_step_says_nothing_was_saved(monkeypatch, tmp_path, capsys):
     def stopped_while_loading(cfg, plan, run_dir, reporter, stop=None, resume_from=None):
         return RunResult(run_dir, RunStatus.INTERRUPTED, 0, plan.total_steps, [], 0.1, "stopped before the first step")
