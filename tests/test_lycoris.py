@@ -8,7 +8,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from importlib import metadata
 
 import pytest
 import torch
@@ -22,14 +21,10 @@ from engine.network.lora_file import load_lora_file, save_lora_file
 from engine.network.lycoris_adapter import create_lycoris_network, lycoris_network_args
 from engine.network.max_norm import apply_max_norm
 from engine.network.names import kohya_name, text_encoder_targets, unet_targets
+from tests.support.lycoris import HAVE_LYCORIS
 
 SD1, SDXL = ModelFamily.SD1, ModelFamily.SDXL
 
-try:
-    metadata.version("lycoris-lora")
-    HAVE_LYCORIS = True
-except metadata.PackageNotFoundError:
-    HAVE_LYCORIS = False
 needs_lycoris = pytest.mark.skipif(not HAVE_LYCORIS, reason="lycoris-lora is not installed (pip install lycoris-lora)")
 
 

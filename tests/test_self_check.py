@@ -25,8 +25,8 @@ from engine.network.self_check import (
 )
 from engine.queue.preflight import preflight
 from engine.queue.runner import run_one
-from tests.test_lycoris import HAVE_LYCORIS
-from tests.test_network import full_size  # noqa: F401 - the real-size models on the meta device
+from tests.support.lycoris import HAVE_LYCORIS
+from tests.support.meta_models import full_size_models
 
 FAMILIES = (ModelFamily.SD1, ModelFamily.SD2, ModelFamily.SDXL)
 
@@ -40,6 +40,11 @@ def network_tensors(components, kind: str = "lora", **kw) -> dict[str, torch.Ten
     else:
         network = create_network(components, cfg, train_unet=True, train_text_encoder=True)
     return network.kohya_state_dict()
+
+
+@pytest.fixture(scope="module")
+def full_size():
+    return full_size_models()
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +70,7 @@ def test_every_network_type_fits_its_tiny_model(tiny, family, kind):
     ],
     ids=["sd15", "sd2", "sdxl"],
 )
-def test_full_size_names_and_shapes_fit(full_size, family, unet, encoders):  # noqa: F811
+def test_full_size_names_and_shapes_fit(full_size, family, unet, encoders):
     """Real-size models on the meta device: every LoRA and LoCon module of sd-scripts' set maps
     to a weight of the model's LDM checkpoint, with fitting shapes (SDXL under SGM names, the
     OpenCLIP q/k/v as thirds of the fused in_proj)."""
