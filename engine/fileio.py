@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.errors import OutputExistsError
+from engine.errors import ConfigError, OutputExistsError
 
 
 def atomic_write(path: Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
@@ -86,3 +86,19 @@ def next_run_dir(parent: Path) -> Path:
             return run_dir
         except FileExistsError:
             n += 1
+
+
+def read_config_text(path: Path, kind: str, missing_hint: str = "") -> str:
+    """A config file's text (UTF-8, a leading BOM as Windows editors write it dropped), or a
+    ConfigError that names the file and the fix. `kind` names what the file should be (".toml
+    file"), `missing_hint` is added to the fix for a path that does not exist."""
+    try:
+        return Path(path).read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file; check the path{missing_hint}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; give the path of a {kind}") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied; make the file readable") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8") from None

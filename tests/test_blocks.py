@@ -29,6 +29,7 @@ from engine.network.blocks import (
 )
 from engine.network.inject import create_network, default_rank_for
 from engine.network.names import unet_targets
+from tests.support.meta_models import full_size_unets
 
 SD1, SD2, SDXL = ModelFamily.SD1, ModelFamily.SD2, ModelFamily.SDXL
 
@@ -36,25 +37,8 @@ SD1, SD2, SDXL = ModelFamily.SD1, ModelFamily.SD2, ModelFamily.SDXL
 @pytest.fixture(scope="module")
 def full_size():
     """Real-size SD1.5 and SDXL U-Nets on the meta device (no memory, no download)."""
-    from accelerate import init_empty_weights
-    from diffusers import UNet2DConditionModel
-
-    with init_empty_weights():
-        return {
-            SD1: UNet2DConditionModel(
-                block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-                cross_attention_dim=768, attention_head_dim=8,
-            ),
-            SDXL: UNet2DConditionModel(
-                sample_size=128,
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                block_out_channels=(320, 640, 1280), layers_per_block=2,
-                transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
-                cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
-                addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-            ),
-        }
+    unets = full_size_unets()
+    return {SD1: unets["sd15_unet"], SDXL: unets["sdxl_unet"]}
 
 
 def unet_only(family, unet) -> BaseComponents:

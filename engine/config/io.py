@@ -43,7 +43,7 @@ from engine.config.schema import (
 from engine.config.sources import SourceFormat, json_format
 from engine.config.toml_import import FlatFile, read_toml_config, with_dataset_config
 from engine.errors import ConfigError, OutputExistsError
-from engine.fileio import atomic_write_text, next_free_path
+from engine.fileio import atomic_write_text, next_free_path, read_config_text
 from engine.problems import Problem, errors, render
 
 __all__ = [
@@ -199,16 +199,7 @@ def unnamed_inputs(data: dict[str, Any], skip_paths: frozenset[str]) -> list[Pro
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")  # tolerate the BOM Windows editors write
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; check the path (saved configs are in saved_configs/)") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder; give the path of a .json config file") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied; make the file readable") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8 JSON") from None
+    text = read_config_text(path, ".json config file", " (saved configs are in saved_configs/)")
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)
     except json.JSONDecodeError as exc:

@@ -30,6 +30,7 @@ from engine.config.dataset_toml import (
 from engine.config.flat_keys import flat_key_paths
 from engine.config.sources import SourceFormat
 from engine.errors import ConfigError
+from engine.fileio import read_config_text
 from engine.problems import render
 
 #: the table lora-wizard's export writes its own settings into, by config field name
@@ -49,16 +50,7 @@ class FlatFile:
 
 def read_toml(path: Path) -> dict[str, Any]:
     """The file's tables; a syntax error names the line and column, with the usual fix."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file; check the path") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder; give the path of a .toml file") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied; make the file readable") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8") from None
+    text = read_config_text(path, ".toml file")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -4,18 +4,10 @@ no download (accelerate's init_empty_weights)."""
 from __future__ import annotations
 
 
-def full_size_models() -> dict:
-    """Real-size SD1.5 / SD2 / SDXL U-Nets and text encoders on the meta device (no memory, no download)."""
+def full_size_unets() -> dict:
+    """Real-size SD1.5 / SD2 / SDXL U-Nets on the meta device."""
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    def clip(hidden, layers, heads, act, cls=CLIPTextModel, **kw):
-        config = CLIPTextConfig(
-            hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-            num_attention_heads=heads, hidden_act=act, **kw,
-        )
-        return cls(config)
 
     with init_empty_weights():
         return {
@@ -36,6 +28,25 @@ def full_size_models() -> dict:
                 cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
                 addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
             ),
+        }
+
+
+def full_size_models() -> dict:
+    """The U-Nets of `full_size_unets` and the real-size text encoders (CLIP-L, OpenCLIP-H as SD2
+    loads it, OpenCLIP-G) on the meta device."""
+    from accelerate import init_empty_weights
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def clip(hidden, layers, heads, act, cls=CLIPTextModel, **kw):
+        config = CLIPTextConfig(
+            hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+            num_attention_heads=heads, hidden_act=act, **kw,
+        )
+        return cls(config)
+
+    with init_empty_weights():
+        return {
+            **full_size_unets(),
             "clip_l": clip(768, 12, 12, "quick_gelu"),
             "openclip_h": clip(1024, 23, 16, "gelu"),  # SD2 loads it with 23 of its 24 layers
             "openclip_g": clip(1280, 32, 20, "gelu", CLIPTextModelWithProjection, projection_dim=1280),
